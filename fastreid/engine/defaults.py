@@ -1,0 +1,87 @@
+"""Command-line parsing and run set-up shared by every tool (fast-reid's conventions)."""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from typing import Optional
+
+import numpy as np
+import torch
+
+from fastreid.config import CfgNode, ConfigError, get_cfg
+from fastreid.utils import comm
+from fastreid.utils.file_io import atomic_open
+from fastreid.utils.logger import setup_logger
+
+
+def default_argument_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser of ``tools/train_net.py`` and ``tools/test.py``; trailing ``KEY VALUE`` pairs override the config."""
+    parser = argparse.ArgumentParser(
+        description=description or "fastreid training and evaluation",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Examples:\n"
+               "  python tools/train_net.py --config-file configs/patent/sbs_R101-ibn_patent_256.yml\n"
+               "  python tools/train_net.py --config-file X.yml --eval-only MODEL.WEIGHTS logs/x/model_best.pth\n"
+               "  python tools/train_net.py --config-file X.yml --num-gpus 4 SOLVER.BASE_LR 0.0007\n",
+    )
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to the config file")
+    parser.add_argument("--resume", action="store_true",
+                        help="resume from OUTPUT_DIR/last_checkpoint (model, optimizer, schedulers, iteration, RNG)")
+    parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
+    parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine (one per GPU; gloo on CPU)")
+    parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
+    parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine (0 .. num-machines-1)")
+    port = 2 ** 15 + 2 ** 14 + hash(os.getuid() if sys.platform != "win32" else 1) % 2 ** 14
+    parser.add_argument("--dist-url", default=f"tcp://127.0.0.1:{port}",
+                        help="rendezvous address of process 0; 'env://' under torchrun")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                        help="config overrides as KEY VALUE pairs, e.g. SOLVER.IMS_PER_BATCH 32")
+    return parser
+
+
+def setup_cfg(args: argparse.Namespace) -> CfgNode:
+    """Defaults, then the config file, then the command-line pairs; errors exit non-zero with the message."""
+    cfg = get_cfg()
+    try:
+        if args.config_file:
+            cfg.merge_from_file(args.config_file)
+        cfg.merge_from_list(args.opts or [])
+    except ConfigError as e:
+        raise SystemExit(f"Config error: {e}") from None
+    cfg.freeze()
+    return cfg
+
+
+def seed_all(seed: int) -> int:
+    """Seed python, numpy and torch; a negative seed draws one. Returns the seed used."""
+    if seed < 0:
+        seed = (os.getpid() + int.from_bytes(os.urandom(2), "big")) % 2 ** 31
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+    return seed
+
+
+def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
+    """Create OUTPUT_DIR, set up logging, write ``config.yaml`` (rank 0), seed and set cuDNN."""
+    output_dir = cfg.OUTPUT_DIR
+    rank = comm.get_rank()
+    if output_dir and comm.is_main_process():
+        os.makedirs(output_dir, exist_ok=True)
+    comm.synchronize()
+    logger = setup_logger(output_dir, distributed_rank=rank)
+    logger.info(f"Rank of current process: {rank}. World size: {comm.get_world_size()}")
+    logger.info("Command line arguments: " + str(args))
+    if getattr(args, "config_file", ""):
+        logger.info(f"Contents of config file {args.config_file}:\n{open(args.config_file, encoding='utf-8').read()}")
+    if output_dir and comm.is_main_process():
+        path = os.path.join(output_dir, "config.yaml")
+        with atomic_open(path, "w") as f:
+            f.write(cfg.dump())
+        logger.info(f"Full config saved to {os.path.abspath(path)}")
+    seed = seed_all(cfg.SEED + rank if cfg.SEED >= 0 else -1)
+    logger.info(f"Using seed {seed}")
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK

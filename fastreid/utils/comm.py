@@ -1,0 +1,66 @@
+"""Small helpers over torch.distributed that also work without it (world size 1)."""
+from __future__ import annotations
+
+from typing import Any, List
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def is_dist() -> bool:
+    """True inside an initialised process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def get_local_rank() -> int:
+    """Rank within the machine (set by ``launch`` or torchrun's LOCAL_RANK)."""
+    import os
+
+    return int(os.environ.get("LOCAL_RANK", get_rank()))
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def synchronize() -> None:
+    """Barrier across all processes; a no-op in a single process."""
+    if get_world_size() > 1:
+        dist.barrier()
+
+
+def all_gather(data: Any) -> List[Any]:
+    """Gather any picklable object from every rank, in rank order."""
+    if get_world_size() == 1:
+        return [data]
+    out: List[Any] = [None] * get_world_size()
+    dist.all_gather_object(out, data)
+    return out
+
+
+def all_gather_tensor_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` from all ranks along dim 0; gradients flow to the local part only.
+
+    Every rank must pass a tensor of the same shape.
+    """
+    if get_world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(get_world_size())]
+    dist.all_gather(parts, x.detach().contiguous())
+    parts[get_rank()] = x
+    return torch.cat(parts, dim=0)
+
+
+def shared_random_seed() -> int:
+    """A random integer drawn on rank 0 and shared by all ranks."""
+    seed = int(np.random.randint(2 ** 31))
+    return all_gather(seed)[0]

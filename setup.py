@@ -1,0 +1,30 @@
+"""Install the ``fastreid`` package: ``pip install -e .[dev]`` (tests) or ``.[gpu]`` (faiss on GPU)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="fastreid",
+    version="0.1.0",
+    description="Patent drawing retrieval (DeepPatent / DIRA) trained like person re-identification",
+    packages=find_packages(include=["fastreid", "fastreid.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "yacs>=0.1.8",
+        "PyYAML>=5.4",
+        "faiss-cpu>=1.7.4",
+        "tensorboard>=2.10",
+        "scikit-learn>=1.0",
+        "termcolor>=1.1",
+        "tabulate>=0.8.9",
+        "gdown>=4.6",
+        "tqdm>=4.60",
+        "Pillow>=9.1",
+        "numpy>=1.22",
+    ],
+    extras_require={
+        # The official faiss GPU wheels; uninstall faiss-cpu first so both do not provide `faiss`.
+        "gpu": ["faiss-gpu-cu12>=1.8"],
+        "dev": ["pytest>=7.0", "pytest-timeout>=2.1"],
+    },
+)
