@@ -135,7 +135,7 @@ class CfgNode(_YacsCfgNode):
             line = _yaml_key_line(src, full) if os.path.isfile(src) else None
             where = f"{src}:{line}" if line else src
             if k not in self:
-                raise ConfigError(self._unknown_key_message(full, where))
+                raise ConfigError(self._unknown_key_message(full, where, prefix))
             if isinstance(self[k], _YacsCfgNode):
                 if not isinstance(v, dict):
                     raise ConfigError(
@@ -157,8 +157,8 @@ class CfgNode(_YacsCfgNode):
             raise ConfigError(f"Config key {full_key} (from {where}) is a group of keys; set one of its sub-keys")
         return node, parts[-1]
 
-    def _unknown_key_message(self, full_key: str, where: str) -> str:
-        valid = self.all_keys()
+    def _unknown_key_message(self, full_key: str, where: str, prefix: str = "") -> str:
+        valid = self.all_keys(prefix)
         close = difflib.get_close_matches(full_key, valid, n=3, cutoff=0.5)
         if not close:
             last = full_key.split(".")[-1]
