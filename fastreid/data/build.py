@@ -1,0 +1,99 @@
+"""Builders of the training and test data loaders (the only entry points the engine uses)."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Tuple
+
+import torch
+from torch.utils.data import BatchSampler, DataLoader
+
+from fastreid.config import CfgNode, ConfigError
+from fastreid.utils import comm
+from fastreid.utils.registry import DATASET_REGISTRY
+
+from .common import CommDataset
+from .datasets import ImageDataset, datasets_root
+from .samplers import BalancedIdentitySampler, InferenceSampler, NaiveIdentitySampler, TrainingSampler
+from .transforms import build_transforms
+
+logger = logging.getLogger(__name__)
+
+_TRAIN_SAMPLERS = ("TrainingSampler", "NaiveIdentitySampler", "BalancedIdentitySampler")
+
+
+def load_dataset(cfg: CfgNode, name: str) -> ImageDataset:
+    """Construct the dataset registered as ``name`` under the configured datasets root."""
+    return DATASET_REGISTRY.get(name)(root=datasets_root(cfg), cfg=cfg)
+
+
+def _loader_kwargs(cfg: CfgNode) -> Dict[str, Any]:
+    """Worker options; persistent workers and prefetch only exist when there are workers."""
+    workers = int(cfg.DATALOADER.NUM_WORKERS)
+    if workers < 0:
+        raise ConfigError(f"DATALOADER.NUM_WORKERS must be >= 0, got {workers}")
+    kwargs: Dict[str, Any] = {
+        "num_workers": workers,
+        "pin_memory": bool(cfg.DATALOADER.PIN_MEMORY) and torch.cuda.is_available(),
+    }
+    if workers > 0:
+        kwargs["persistent_workers"] = bool(cfg.DATALOADER.PERSISTENT_WORKERS)
+        kwargs["prefetch_factor"] = int(cfg.DATALOADER.PREFETCH_FACTOR)
+    return kwargs
+
+
+def build_train_sampler(cfg: CfgNode, pids: List[object], seed: int, start_iter: int = 0,
+                        rank: int = 0, world_size: int = 1) -> TrainingSampler:
+    """The sampler named by ``DATALOADER.SAMPLER_TRAIN``, positioned at iteration ``start_iter``."""
+    name = cfg.DATALOADER.SAMPLER_TRAIN
+    batch = int(cfg.SOLVER.IMS_PER_BATCH)
+    if name == "TrainingSampler":
+        return TrainingSampler(len(pids), batch, seed, rank, world_size, start_iter)
+    if name == "NaiveIdentitySampler":
+        return NaiveIdentitySampler(pids, batch, int(cfg.DATALOADER.NUM_INSTANCE), seed, rank, world_size, start_iter)
+    if name == "BalancedIdentitySampler":
+        return BalancedIdentitySampler(pids, batch, int(cfg.DATALOADER.NUM_INSTANCE), seed, rank, world_size,
+                                       start_iter)
+    raise ConfigError(f"DATALOADER.SAMPLER_TRAIN must be one of {_TRAIN_SAMPLERS}, got {name!r}")
+
+
+def build_reid_train_loader(cfg: CfgNode, start_iter: int = 0) -> DataLoader:
+    """An infinite loader of training batches for this process.
+
+    Batches are dicts with ``images`` (float ``B x 3 x H x W``, 0..255), ``targets`` (int64 ids
+    0..N-1), ``camids`` and ``img_paths``; ``B = SOLVER.IMS_PER_BATCH // world_size``. The stream is
+    a pure function of ``SEED`` and the position, so ``start_iter=k`` continues a run exactly at
+    iteration ``k``. A negative ``SEED`` draws one seed shared by all processes.
+    """
+    items: List[Tuple[str, object, int]] = []
+    origins: Dict[str, str] = {}
+    for name in cfg.DATASETS.NAMES:
+        ds = load_dataset(cfg, name)
+        ds.check_nonempty("train")
+        items += ds.train
+        origins.update(ds.origins)
+    dataset = CommDataset(items, build_transforms(cfg, is_train=True), relabel=True,
+                          grayscale=bool(cfg.INPUT.GRAYSCALE), origins=origins)
+    seed = int(cfg.SEED) if int(cfg.SEED) >= 0 else int(comm.shared_random_seed())
+    world, rank = comm.get_world_size(), comm.get_rank()
+    sampler = build_train_sampler(cfg, dataset.pids, seed, start_iter, rank, world)
+    logger.info("Training set: %d images, %d ids; %s, seed %d, %d images per process per batch, from iteration %d",
+                len(dataset), dataset.num_classes, type(sampler).__name__, seed, sampler.local_batch_size, start_iter)
+    batch_sampler = BatchSampler(sampler, sampler.local_batch_size, drop_last=True)
+    return DataLoader(dataset, batch_sampler=batch_sampler, **_loader_kwargs(cfg))
+
+
+def build_reid_test_loader(cfg: CfgNode, dataset_name: str) -> Tuple[DataLoader, int]:
+    """A loader over the query items then the gallery items of ``dataset_name``, in list order.
+
+    Under DDP each process reads a contiguous shard, so gathering its outputs in rank order
+    restores dataset order. Returns the loader and the number of queries; ``loader.dataset.labeled``
+    is False for sets without ids (pids are then -1).
+    """
+    ds = load_dataset(cfg, dataset_name)
+    ds.check_nonempty("query", "gallery")
+    dataset = CommDataset(ds.query + ds.gallery, build_transforms(cfg, is_train=False), relabel=False,
+                          grayscale=bool(cfg.INPUT.GRAYSCALE), origins=ds.origins, labeled=ds.labeled)
+    world, rank = comm.get_world_size(), comm.get_rank()
+    batch = max(1, int(cfg.TEST.IMS_PER_BATCH) // world)
+    batch_sampler = BatchSampler(InferenceSampler(len(dataset), rank, world), batch, drop_last=False)
+    return DataLoader(dataset, batch_sampler=batch_sampler, **_loader_kwargs(cfg)), len(ds.query)

@@ -1,0 +1,74 @@
+"""DeepPatent design-patent drawings and the DIRA challenge's unlabeled test set.
+
+Expected layout under the datasets root::
+
+    train_data/train_patent_trn.txt, train_patent_val.txt, val_query_patent.txt, val_db_patent.txt
+    train_data/patent_data/<week>/<patent>/<sheet>.png
+    test_data/codalab_test_set/{queries,database,lists}   (or codalab_test_set/ directly)
+
+List lines are ``<relative path> <label>``, paths relative to the list file's folder, labels
+numbered from 1 within each list.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from fastreid.config import CfgNode
+from fastreid.utils.registry import DATASET_REGISTRY
+
+from .bases import ImageDataset, read_list
+
+
+@DATASET_REGISTRY.register()
+class DeepPatent(ImageDataset):
+    """Train on ``train_patent_trn.txt`` (plus ``train_patent_val.txt`` with ``DATASETS.COMBINEALL``),
+    validate with ``val_query_patent.txt`` against ``val_db_patent.txt``."""
+
+    def __init__(self, root: str = "", cfg: Optional[CfgNode] = None) -> None:
+        super().__init__(root, cfg)
+        data_dir = os.path.join(self.root, "train_data")
+        lists = {k: os.path.join(data_dir, f) for k, f in (
+            ("trn", "train_patent_trn.txt"), ("val", "train_patent_val.txt"),
+            ("query", "val_query_patent.txt"), ("db", "val_db_patent.txt"))}
+        if not os.path.isfile(lists["trn"]):
+            raise FileNotFoundError(
+                f"DeepPatent: {lists['trn']} not found; set DATASETS.ROOT (or $FASTREID_DATASETS) to the "
+                f"folder that holds train_data/")
+        trn = read_list(lists["trn"], origins=self.origins)
+        self.train = [(p, self.train_pid(label), cam) for p, label, cam in trn]
+        if cfg is not None and cfg.DATASETS.COMBINEALL:
+            # Labels restart at 1 in every list: shift the val labels past the train ones.
+            offset = max((label for _, label, _ in trn), default=0)
+            val = read_list(lists["val"], origins=self.origins)
+            self.train += [(p, self.train_pid(label + offset), cam) for p, label, cam in val]
+        self.query = read_list(lists["query"], origins=self.origins)
+        self.gallery = read_list(lists["db"], origins=self.origins)
+        self.finish()
+
+
+def find_codalab_root(root: str) -> str:
+    """``<root>/test_data/codalab_test_set`` or ``<root>/codalab_test_set``, whichever exists."""
+    candidates = [os.path.join(root, "test_data", "codalab_test_set"), os.path.join(root, "codalab_test_set")]
+    for c in candidates:
+        if os.path.isdir(c):
+            return c
+    raise FileNotFoundError(f"DeepPatentTest: none of {candidates} exists; set DATASETS.ROOT (or "
+                            f"$FASTREID_DATASETS) to the folder that holds test_data/codalab_test_set")
+
+
+@DATASET_REGISTRY.register()
+class DeepPatentTest(ImageDataset):
+    """The challenge test set: ``lists/test_queries.txt`` and ``lists/test_database.txt`` hold paths
+    only (relative to ``codalab_test_set/``), so ids are -1 and ``labeled`` is False. No train split."""
+
+    labeled = False
+
+    def __init__(self, root: str = "", cfg: Optional[CfgNode] = None) -> None:
+        super().__init__(root, cfg)
+        base = find_codalab_root(self.root)
+        self.query = read_list(os.path.join(base, "lists", "test_queries.txt"), base_dir=base, labeled=False,
+                               origins=self.origins)
+        self.gallery = read_list(os.path.join(base, "lists", "test_database.txt"), base_dir=base,
+                                 labeled=False, origins=self.origins)
+        self.finish()

@@ -1,0 +1,80 @@
+"""Train and test image transforms built from ``INPUT.*`` on torchvision's transforms v2.
+
+Images enter as 3-channel PIL images and leave as float tensors ``3 x H x W`` in 0..255 (the
+model normalises with ``MODEL.PIXEL_MEAN``/``PIXEL_STD``; there is no division by 255 here).
+All randomness comes from torch's generator, which the dataset seeds per sample for exact resume.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
+
+from fastreid.config import CfgNode, ConfigError
+
+_POLICIES = {
+    "imagenet": T.AutoAugmentPolicy.IMAGENET,
+    "cifar10": T.AutoAugmentPolicy.CIFAR10,
+    "svhn": T.AutoAugmentPolicy.SVHN,
+}
+_PAD_MODES = ("constant", "edge", "reflect", "symmetric")
+
+
+def _size(value: Sequence[int], key: str) -> List[int]:
+    if len(value) != 2 or any(int(v) <= 0 for v in value):
+        raise ConfigError(f"{key} must be [height, width] with positive integers, got {list(value)}")
+    return [int(v) for v in value]
+
+
+def _prob(value: float, key: str) -> float:
+    if not 0.0 <= float(value) <= 1.0:
+        raise ConfigError(f"{key} must be a probability in [0, 1], got {value}")
+    return float(value)
+
+
+def to_float_tensor() -> T.Compose:
+    """PIL image -> float32 tensor keeping the 0..255 range."""
+    return T.Compose([T.PILToTensor(), T.ToDtype(torch.float32, scale=False)])
+
+
+def build_transforms(cfg: CfgNode, is_train: bool = True) -> T.Compose:
+    """The training augmentation pipeline or the deterministic test resize, from ``cfg.INPUT``.
+
+    Train order (as the reference): AutoAugment (with probability), bicubic resize, flip,
+    pad + random crop, colour jitter (with probability), to tensor, random erasing.
+    Test: bicubic resize to ``SIZE_TEST`` on the PIL image, to tensor.
+    """
+    inp = cfg.INPUT
+    if not is_train:
+        size = _size(inp.SIZE_TEST, "INPUT.SIZE_TEST")
+        return T.Compose([T.Resize(size, interpolation=InterpolationMode.BICUBIC), to_float_tensor()])
+
+    size = _size(inp.SIZE_TRAIN, "INPUT.SIZE_TRAIN")
+    steps: list = []
+    if inp.AUTOAUG.ENABLED:
+        policy = str(inp.AUTOAUG.POLICY).lower()
+        if policy not in _POLICIES:
+            raise ConfigError(f"INPUT.AUTOAUG.POLICY must be one of {sorted(_POLICIES)}, got {inp.AUTOAUG.POLICY!r}")
+        steps.append(T.RandomApply([T.AutoAugment(_POLICIES[policy])],
+                                   p=_prob(inp.AUTOAUG.PROB, "INPUT.AUTOAUG.PROB")))
+    steps.append(T.Resize(size, interpolation=InterpolationMode.BICUBIC))
+    if inp.FLIP.ENABLED:
+        steps.append(T.RandomHorizontalFlip(p=_prob(inp.FLIP.PROB, "INPUT.FLIP.PROB")))
+    if inp.PADDING.ENABLED:
+        if inp.PADDING.MODE not in _PAD_MODES:
+            raise ConfigError(f"INPUT.PADDING.MODE must be one of {_PAD_MODES}, got {inp.PADDING.MODE!r}")
+        if int(inp.PADDING.SIZE) < 0:
+            raise ConfigError(f"INPUT.PADDING.SIZE must be >= 0, got {inp.PADDING.SIZE}")
+        steps += [T.Pad(int(inp.PADDING.SIZE), padding_mode=inp.PADDING.MODE), T.RandomCrop(size)]
+    if inp.CJ.ENABLED:
+        jitter = T.ColorJitter(inp.CJ.BRIGHTNESS, inp.CJ.CONTRAST, inp.CJ.SATURATION, inp.CJ.HUE)
+        steps.append(T.RandomApply([jitter], p=_prob(inp.CJ.PROB, "INPUT.CJ.PROB")))
+    steps.append(to_float_tensor())
+    if inp.REA.ENABLED:
+        value = [float(v) for v in inp.REA.VALUE]
+        if len(value) != 3 or not all(0.0 <= v <= 255.0 for v in value):
+            raise ConfigError(f"INPUT.REA.VALUE must be 3 numbers in 0..255 (one per channel), got {list(inp.REA.VALUE)}")
+        steps.append(T.RandomErasing(p=_prob(inp.REA.PROB, "INPUT.REA.PROB"), value=value))
+    return T.Compose(steps)
