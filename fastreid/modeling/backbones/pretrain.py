@@ -1,0 +1,112 @@
+"""ImageNet initialisation of the ResNet backbone from IBN-Net or torchvision release files.
+
+MODEL.BACKBONE.PRETRAIN_PATH names a local file; without one the release file is downloaded into the
+torch hub cache. Both formats are mapped onto our keys; what cannot be mapped (non-local and SE blocks,
+the ImageNet classifier) is reported, not an error.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from typing import Any, Dict, Mapping
+
+import torch
+from torch import nn
+
+from fastreid.utils.checkpoint import (LoadReport, convert_reference_state_dict, load_checkpoint_file,
+                                       load_state_dict_reported, split_checkpoint)
+
+from ..layers import IBN
+
+logger = logging.getLogger(__name__)
+
+_IBN_RELEASE = "https://github.com/XingangPan/IBN-Net/releases/download/v1.0/"
+# (depth, with_ibn) -> release URL; other variants (SE) need MODEL.BACKBONE.PRETRAIN_PATH.
+PRETRAIN_URLS: Dict[tuple, str] = {
+    ("18x", False): "https://download.pytorch.org/models/resnet18-5c106cde.pth",
+    ("34x", False): "https://download.pytorch.org/models/resnet34-333f7ec4.pth",
+    ("50x", False): "https://download.pytorch.org/models/resnet50-19c8e357.pth",
+    ("101x", False): "https://download.pytorch.org/models/resnet101-5d3b4d8f.pth",
+    ("18x", True): _IBN_RELEASE + "resnet18_ibn_a-2f571257.pth",
+    ("34x", True): _IBN_RELEASE + "resnet34_ibn_a-94bc1577.pth",
+    ("50x", True): _IBN_RELEASE + "resnet50_ibn_a-d9d0bb7b.pth",
+    ("101x", True): _IBN_RELEASE + "resnet101_ibn_a-59ea0ac6.pth",
+}
+
+
+def download_weights(url: str) -> str:
+    """Fetch ``url`` into the torch hub cache (Google Drive links through gdown); returns the local path."""
+    cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+    os.makedirs(cache, exist_ok=True)
+    if "drive.google.com" in url:
+        import gdown
+
+        target = os.path.join(cache, url.rstrip("/").split("=")[-1] + ".pth")
+        if not os.path.isfile(target):
+            gdown.download(url, target, quiet=False)
+        return target
+    target = os.path.join(cache, os.path.basename(url.split("?")[0]))
+    if not os.path.isfile(target):
+        torch.hub.download_url_to_file(url, target, progress=True)
+    return target
+
+
+def resolve_pretrain_path(cfg) -> str:
+    """MODEL.BACKBONE.PRETRAIN_PATH, or the downloaded release file for this depth/IBN setting."""
+    bb = cfg.MODEL.BACKBONE
+    if bb.PRETRAIN_PATH:
+        if not os.path.isfile(bb.PRETRAIN_PATH):
+            raise FileNotFoundError(f"MODEL.BACKBONE.PRETRAIN_PATH {bb.PRETRAIN_PATH!r} does not exist")
+        return bb.PRETRAIN_PATH
+    url = PRETRAIN_URLS.get((bb.DEPTH, bool(bb.WITH_IBN))) if not bb.WITH_SE else None
+    if url is None:
+        raise ValueError(f"No known ImageNet weights for DEPTH {bb.DEPTH} IBN {bb.WITH_IBN} SE {bb.WITH_SE}: "
+                         "set MODEL.BACKBONE.PRETRAIN_PATH to a local file or MODEL.BACKBONE.PRETRAIN False")
+    try:
+        return download_weights(url)
+    except Exception as err:  # network errors come in many types (URLError, OSError, HTTPError, gdown's)
+        raise RuntimeError(f"Could not download ImageNet weights from {url} ({err}). Offline? Download the file "
+                           "elsewhere and set MODEL.BACKBONE.PRETRAIN_PATH to it, or set "
+                           "MODEL.BACKBONE.PRETRAIN False") from err
+
+
+def map_imagenet_state_dict(state_dict: Mapping[str, Any], model: nn.Module) -> "OrderedDict[str, Any]":
+    """Our keys for an IBN-Net or torchvision ResNet state_dict.
+
+    Drops the ImageNet classifier ``fc.*``. Where ``model`` has an IBN layer but the file has a plain
+    ``bn1`` (torchvision), the first half of the channels goes to ``bn1.IN`` (affine only) and the rest to
+    ``bn1.BN``, which keeps each channel's learned scale and shift.
+    """
+    ibn_prefixes = {name + "." for name, m in model.named_modules() if isinstance(m, IBN)}
+    halves = {name + ".": m.half for name, m in model.named_modules() if isinstance(m, IBN)}
+    out: "OrderedDict[str, Any]" = OrderedDict()
+    for key, value in convert_reference_state_dict(state_dict).items():
+        if key.startswith("fc."):
+            continue
+        prefix, _, leaf = key.rpartition(".")
+        prefix += "."
+        if prefix in ibn_prefixes and isinstance(value, torch.Tensor):
+            half = halves[prefix]
+            if value.dim() == 0:  # num_batches_tracked
+                out[prefix + "BN." + leaf] = value
+                continue
+            if leaf in ("weight", "bias"):
+                out[prefix + "IN." + leaf] = value[:half].clone()
+            out[prefix + "BN." + leaf] = value[half:].clone()
+            continue
+        out[key] = value
+    return out
+
+
+def load_imagenet_weights(model: nn.Module, cfg) -> LoadReport:
+    """Initialise ``model`` (the backbone) from ImageNet weights; returns the load report."""
+    path = resolve_pretrain_path(cfg)
+    state_dict, _ = split_checkpoint(load_checkpoint_file(path), path)
+    mapped = map_imagenet_state_dict(state_dict, model)
+    logger.info("Initialising the backbone from ImageNet weights in %s", path)
+    return load_state_dict_reported(model, mapped, path)
+
+
+__all__ = ["PRETRAIN_URLS", "download_weights", "resolve_pretrain_path", "map_imagenet_state_dict",
+           "load_imagenet_weights"]

@@ -1,0 +1,16 @@
+"""Building blocks shared by backbones and heads."""
+from .classifiers import (ArcSoftmax, CircleSoftmax, CosSoftmax, Linear, arcface_logits, build_classifier,
+                          circle_logits, cosface_logits)
+from .ibn import IBN, ibn_split
+from .non_local import NonLocal, non_local_aggregate
+from .norm import FrozenBatchNorm2d, get_norm
+from .pooling import (AdaptiveAvgMaxPool, GeneralizedMeanPooling, GeneralizedMeanPoolingP, GlobalAvgPool,
+                      GlobalMaxPool, build_pooling, generalized_mean)
+from .se import SELayer
+
+__all__ = [
+    "ArcSoftmax", "CircleSoftmax", "CosSoftmax", "Linear", "arcface_logits", "build_classifier", "circle_logits",
+    "cosface_logits", "IBN", "ibn_split", "NonLocal", "non_local_aggregate", "FrozenBatchNorm2d", "get_norm",
+    "AdaptiveAvgMaxPool", "GeneralizedMeanPooling", "GeneralizedMeanPoolingP", "GlobalAvgPool", "GlobalMaxPool",
+    "build_pooling", "generalized_mean", "SELayer",
+]

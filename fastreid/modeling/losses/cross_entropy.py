@@ -1,0 +1,31 @@
+"""Cross-entropy with (optionally adaptive) label smoothing."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 0.0,
+                       alpha: float = 0.2) -> torch.Tensor:
+    """Mean cross-entropy against smoothed one-hot targets.
+
+    Args:
+        logits: ``B x K`` classifier outputs.
+        targets: ``B`` class indices.
+        eps: smoothing; the target class gets 1 - eps and each other class eps / (K - 1). A negative
+            value makes it adaptive: eps_i = alpha * softmax(logits_i)[target_i] (a constant per sample),
+            so confident samples are smoothed more.
+        alpha: scale of the adaptive smoothing.
+    Returns:
+        Scalar loss.
+    """
+    logits = logits.float()
+    num_classes = logits.size(1)
+    log_probs = F.log_softmax(logits, dim=1)
+    if eps >= 0:
+        smooth = torch.full((logits.size(0), 1), float(eps), dtype=logits.dtype, device=logits.device)
+    else:
+        smooth = alpha * log_probs.detach().exp().gather(1, targets.view(-1, 1))
+    soft = (smooth / max(num_classes - 1, 1)).expand_as(log_probs).clone()
+    soft.scatter_(1, targets.view(-1, 1), 1 - smooth)
+    return -(soft * log_probs).sum(dim=1).mean()

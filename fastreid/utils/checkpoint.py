@@ -1,0 +1,228 @@
+"""Save and load models with their training state; read the re-id reference code's checkpoints.
+
+Loading never crashes on a key mismatch: missing, unexpected and shape-mismatched keys are logged as a
+table and the rest is loaded, so a model with another classifier size or an ImageNet file still starts.
+Saving is atomic and done by rank 0 only.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import torch
+from tabulate import tabulate
+from torch import nn
+
+from fastreid.utils import comm
+from fastreid.utils.file_io import atomic_open
+
+logger = logging.getLogger(__name__)
+
+# Key renames between the reference code's older releases and the current names.
+RENAMED_PREFIXES = (("heads.bnneck.", "heads.bottleneck.0."), ("heads.classifier.weight", "heads.weight"))
+# Entries that older checkpoints carry but that are constants of the config, not weights.
+IGNORED_KEYS = ("pixel_mean", "pixel_std")
+# Prefixes added by wrappers: DistributedDataParallel / DataParallel and torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+@dataclass
+class LoadReport:
+    """What did not load: keys only in the model, only in the file, or with different shapes."""
+
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def table(self) -> str:
+        """A tabulate table, one row per module; parameters of one module are grouped in braces."""
+        rows = [(name, "missing in checkpoint", "") for name in _group_keys(self.missing)]
+        rows += [(name, "not in model (ignored)", "") for name in _group_keys(self.unexpected)]
+        rows += [(key, "shape mismatch (skipped)", f"checkpoint {list(a)} vs model {list(b)}")
+                 for key, a, b in self.mismatched]
+        return tabulate(rows, headers=["key", "problem", "detail"], tablefmt="pipe")
+
+
+def _group_keys(keys: Iterable[str]) -> List[str]:
+    groups: "OrderedDict[str, List[str]]" = OrderedDict()
+    for key in keys:
+        module, _, leaf = key.rpartition(".")
+        groups.setdefault(module, []).append(leaf)
+    out = []
+    for module, leaves in groups.items():
+        leaf_text = leaves[0] if len(leaves) == 1 else "{" + ", ".join(leaves) + "}"
+        out.append(f"{module}.{leaf_text}" if module else leaf_text)
+    return out
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP/DataParallel and torch.compile wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def convert_reference_state_dict(state_dict: Mapping[str, Any]) -> "OrderedDict[str, Any]":
+    """Current key names for a state_dict from any release of the reference code.
+
+    Strips wrapper prefixes (``module.``), renames ``heads.bnneck.*`` and ``heads.classifier.weight``,
+    and drops ``pixel_mean``/``pixel_std``.
+    """
+    out: "OrderedDict[str, Any]" = OrderedDict()
+    for key, value in state_dict.items():
+        for prefix in WRAPPER_PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        if key in IGNORED_KEYS:
+            continue
+        for old, new in RENAMED_PREFIXES:
+            if key.startswith(old):
+                key = new + key[len(old):]
+        out[key] = value
+    return out
+
+
+def load_state_dict_reported(model: nn.Module, state_dict: Mapping[str, Any], source: str = "") -> LoadReport:
+    """Load what fits of ``state_dict`` into ``model`` and log a table of what did not.
+
+    Args:
+        model: target module (already unwrapped).
+        state_dict: tensors keyed like ``model.state_dict()``.
+        source: file name shown in the log.
+    Returns:
+        The keys that were missing, unexpected or skipped for a shape mismatch.
+    """
+    own = model.state_dict()
+    report = LoadReport()
+    loadable = OrderedDict()
+    for key, value in state_dict.items():
+        if key in own and isinstance(value, torch.Tensor) and tuple(value.shape) != tuple(own[key].shape):
+            report.mismatched.append((key, tuple(value.shape), tuple(own[key].shape)))
+        else:
+            loadable[key] = value
+    result = model.load_state_dict(loadable, strict=False)
+    report.missing = [k for k in result.missing_keys if k not in dict(report.mismatched)]
+    report.unexpected = list(result.unexpected_keys)
+    where = f" from {source}" if source else ""
+    if report.clean:
+        logger.info("Loaded all %d keys%s", len(own), where)
+    else:
+        logger.warning("Loaded%s with %d missing, %d unexpected and %d shape-mismatched keys:\n%s", where,
+                       len(report.missing), len(report.unexpected), len(report.mismatched), report.table())
+    return report
+
+
+def load_checkpoint_file(path: str) -> Any:
+    """``torch.load`` on CPU; tries the safe weights-only unpickler first."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        logger.warning("%s holds Python objects beyond tensors (%s); loading it with the full unpickler, "
+                       "which runs code from the file: only load files you trust", path, str(err).splitlines()[0])
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def split_checkpoint(checkpoint: Any, path: str = "") -> Tuple[Mapping[str, Any], Dict[str, Any]]:
+    """(model state_dict, other entries) of a loaded file: ``{"model": ...}``, ``{"state_dict": ...}`` or bare."""
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError(f"{path}: expected a dict checkpoint, got {type(checkpoint).__name__}")
+    for name in ("model", "state_dict"):
+        if isinstance(checkpoint.get(name), Mapping):
+            rest = {k: v for k, v in checkpoint.items() if k != name}
+            return checkpoint[name], rest
+    if all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return checkpoint, {}
+    raise KeyError(f"{path}: no 'model' or 'state_dict' entry and not a bare state_dict "
+                   f"(keys: {', '.join(list(checkpoint)[:10])})")
+
+
+class Checkpointer:
+    """Saves/loads a model plus any objects with ``state_dict()``/``load_state_dict()`` (optimizer, ...).
+
+    Example::
+
+        ckpt = Checkpointer(model, "logs/run", optimizer=opt, scheduler=sched)
+        ckpt.save("model_0001", iteration=1000)
+        extra = ckpt.resume_or_load(cfg.MODEL.WEIGHTS, resume=True)  # -> {"iteration": 1000}
+    """
+
+    LAST = "last_checkpoint"
+
+    def __init__(self, model: nn.Module, save_dir: str = "", *, save_to_disk: Optional[bool] = None,
+                 **checkpointables: Any) -> None:
+        self.model = model
+        self.save_dir = save_dir
+        self.save_to_disk = comm.is_main_process() if save_to_disk is None else save_to_disk
+        self.checkpointables = dict(checkpointables)
+
+    def save(self, name: str, **extra: Any) -> Optional[str]:
+        """Write ``save_dir/name.pth`` atomically and point ``last_checkpoint`` at it; returns the path."""
+        if not self.save_dir or not self.save_to_disk:
+            return None
+        data: Dict[str, Any] = {"model": unwrap_model(self.model).state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(extra)
+        basename = name if name.endswith(".pth") else f"{name}.pth"
+        path = os.path.join(self.save_dir, basename)
+        with atomic_open(path, "wb") as f:
+            torch.save(data, f)
+        with atomic_open(os.path.join(self.save_dir, self.LAST), "w") as f:
+            f.write(basename)
+        logger.info("Saved checkpoint to %s", path)
+        return path
+
+    def load(self, path: str, checkpointables: Optional[Iterable[str]] = None) -> Dict[str, Any]:
+        """Load the model (reported, never strict) and the named checkpointables (default: all).
+
+        Returns the file's other entries, e.g. ``{"iteration": ...}``; ``{}`` when ``path`` is empty.
+        """
+        if not path:
+            logger.info("No checkpoint given: the model keeps its initialisation")
+            return {}
+        logger.info("Loading checkpoint from %s", path)
+        state_dict, rest = split_checkpoint(load_checkpoint_file(path), path)
+        load_state_dict_reported(unwrap_model(self.model), convert_reference_state_dict(state_dict), path)
+        names = list(self.checkpointables) if checkpointables is None else list(checkpointables)
+        for key in names:
+            if key in rest:
+                logger.info("Loading %s from %s", key, path)
+                self.checkpointables[key].load_state_dict(rest.pop(key))
+        return rest
+
+    def has_checkpoint(self) -> bool:
+        """Whether ``save_dir/last_checkpoint`` exists."""
+        return bool(self.save_dir) and os.path.isfile(os.path.join(self.save_dir, self.LAST))
+
+    def get_checkpoint_file(self) -> str:
+        """Path of the latest saved checkpoint, or "" when there is none."""
+        try:
+            with open(os.path.join(self.save_dir, self.LAST)) as f:
+                name = f.read().strip()
+        except OSError:
+            return ""
+        return os.path.join(self.save_dir, name)
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
+        """Resume everything from ``last_checkpoint`` when asked and present, else load only the model from ``path``."""
+        if resume and self.has_checkpoint():
+            return self.load(self.get_checkpoint_file())
+        return self.load(path, checkpointables=[])
+
+
+__all__ = ["Checkpointer", "LoadReport", "convert_reference_state_dict", "load_state_dict_reported",
+           "load_checkpoint_file", "split_checkpoint", "unwrap_model"]
