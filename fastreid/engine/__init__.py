@@ -1,4 +1,9 @@
 """Training and evaluation loop, its hooks, and process launching."""
-from .defaults import default_argument_parser, default_setup, setup_cfg
+from . import hooks
+from .defaults import default_argument_parser, default_setup, seed_all, setup_cfg
+from .launch import launch
+from .train_loop import HookBase, SimpleTrainer, TrainerBase
+from .trainer import DefaultTrainer
 
-__all__ = ["default_argument_parser", "default_setup", "setup_cfg"]
+__all__ = ["hooks", "default_argument_parser", "default_setup", "seed_all", "setup_cfg", "launch",
+           "HookBase", "SimpleTrainer", "TrainerBase", "DefaultTrainer"]

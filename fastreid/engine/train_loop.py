@@ -1,0 +1,243 @@
+"""The training loop: a ``TrainerBase`` that only calls hooks, and ``SimpleTrainer`` for one step.
+
+Everything optional (schedules, checkpoints, evaluation, writers, freezing) lives in hooks
+(``fastreid.engine.hooks``); the loop itself never changes for a new behaviour.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import weakref
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+import torch
+from torch import nn
+
+from fastreid.utils import comm
+
+from .events import EventStorage
+
+logger = logging.getLogger(__name__)
+
+
+class HookBase:
+    """Called by the trainer at fixed points; ``self.trainer`` is set on registration (weakly)."""
+
+    trainer: Any = None
+
+    def before_train(self) -> None:
+        pass
+
+    def after_train(self) -> None:
+        pass
+
+    def before_step(self) -> None:
+        pass
+
+    def after_step(self) -> None:
+        pass
+
+    def after_epoch(self) -> None:
+        pass
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {}
+
+
+class TrainerBase:
+    """Iterates from ``start_iter`` to ``max_iter`` and calls the hooks around every step.
+
+    Attributes visible to hooks: ``iter`` (current 0-based iteration), ``start_iter``, ``max_iter``,
+    ``iters_per_epoch``, ``epoch`` (0-based epoch of the current iteration), ``storage`` and
+    ``failed`` (True once the loop raised, so that ``after_train`` hooks skip final saves).
+    """
+
+    def __init__(self) -> None:
+        self._hooks: List[HookBase] = []
+        self.iter = 0
+        self.start_iter = 0
+        self.max_iter = 0
+        self.iters_per_epoch = 1
+        self.failed = False
+        self.storage: Optional[EventStorage] = None
+
+    def register_hooks(self, hooks: Iterable[Optional[HookBase]]) -> None:
+        """Append hooks (``None`` entries are skipped); they run in registration order."""
+        for h in hooks:
+            if h is None:
+                continue
+            # A weak reference avoids a trainer <-> hook cycle that would keep both alive.
+            h.trainer = weakref.proxy(self)
+            self._hooks.append(h)
+
+    @property
+    def epoch(self) -> int:
+        return self.iter // self.iters_per_epoch
+
+    def train(self, start_iter: int, max_iter: int, iters_per_epoch: int) -> None:
+        """Run iterations ``start_iter .. max_iter - 1``; ``after_epoch`` runs after each epoch's last one."""
+        logger.info(f"Starting training from iteration {start_iter} to {max_iter} "
+                    f"({iters_per_epoch} iterations per epoch)")
+        self.iter = self.start_iter = start_iter
+        self.max_iter = max_iter
+        self.iters_per_epoch = max(1, iters_per_epoch)
+        self.failed = False
+        with EventStorage(start_iter) as self.storage:
+            try:
+                self.before_train()
+                for self.iter in range(start_iter, max_iter):
+                    self.before_step()
+                    self.run_step()
+                    self.after_step()
+                    if (self.iter + 1) % self.iters_per_epoch == 0:
+                        self.after_epoch()
+                # After the loop ``iter`` counts completed iterations, as checkpoints do.
+                self.iter = max_iter
+            except BaseException:
+                self.failed = True
+                logger.exception("Exception during training:")
+                raise
+            finally:
+                self.after_train()
+
+    def before_train(self) -> None:
+        for h in self._hooks:
+            h.before_train()
+
+    def after_train(self) -> None:
+        self.storage.iter = self.iter
+        for h in self._hooks:
+            h.after_train()
+
+    def before_step(self) -> None:
+        self.storage.iter = self.iter
+        for h in self._hooks:
+            h.before_step()
+
+    def after_step(self) -> None:
+        for h in self._hooks:
+            h.after_step()
+
+    def after_epoch(self) -> None:
+        for h in self._hooks:
+            h.after_epoch()
+
+    def run_step(self) -> None:
+        raise NotImplementedError
+
+
+def autocast_context(device_type: str, enabled: bool, dtype: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for the configured dtype, or a null context when mixed precision is off."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
+
+
+def resolve_amp(enabled: bool, dtype: str, device_type: str) -> tuple:
+    """Effective (enabled, dtype, use_grad_scaler) for a device; fp16 on CPU falls back to bf16."""
+    if not enabled:
+        return False, dtype, False
+    if dtype not in ("float16", "bfloat16"):
+        raise ValueError(f"SOLVER.AMP.DTYPE must be 'float16' or 'bfloat16', got {dtype!r}")
+    if dtype == "float16" and device_type != "cuda":
+        logger.warning("SOLVER.AMP.DTYPE float16 needs CUDA; falling back to bfloat16 autocast on CPU")
+        return True, "bfloat16", False
+    return True, dtype, dtype == "float16"
+
+
+class SimpleTrainer(TrainerBase):
+    """One step = next batch, forward (optionally under autocast), finite check, backward, optimizer step.
+
+    A NaN or infinite loss raises ``FloatingPointError`` naming the iteration and the loss terms before
+    any weight is touched; the decision uses losses gathered from all ranks so every rank stops together.
+    """
+
+    def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
+                 device: Optional[torch.device] = None, amp_enabled: bool = False, amp_dtype: str = "float16",
+                 channels_last: bool = False, clip_fn: Optional[Callable[[Iterable[torch.Tensor]], None]] = None
+                 ) -> None:
+        super().__init__()
+        model.train()
+        self.model = model
+        self.data_loader = data_loader
+        self._data_iter: Optional[Any] = None
+        self.optimizer = optimizer
+        params = list(model.parameters())
+        self.device = device or (params[0].device if params else torch.device("cpu"))
+        self.amp_enabled, self.amp_dtype, use_scaler = resolve_amp(amp_enabled, amp_dtype, self.device.type)
+        self.grad_scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.channels_last = channels_last
+        self.clip_fn = clip_fn
+
+    @property
+    def data_iter(self) -> Any:
+        if self._data_iter is None:
+            self._data_iter = iter(self.data_loader)
+        return self._data_iter
+
+    def reset_data_loader(self, data_loader: Iterable) -> None:
+        """Replace the training stream (e.g. with one that starts at the resumed iteration)."""
+        self.data_loader = data_loader
+        self._data_iter = None
+
+    def _to_device(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        out = {}
+        for k, v in batch.items():
+            if isinstance(v, torch.Tensor):
+                v = v.to(self.device, non_blocking=True)
+                if k == "images" and self.channels_last and v.dim() == 4:
+                    v = v.contiguous(memory_format=torch.channels_last)
+            out[k] = v
+        return out
+
+    def run_step(self) -> None:
+        assert self.model.training, "SimpleTrainer: the model was left in eval mode"
+        start = time.perf_counter()
+        data = self._to_device(next(self.data_iter))
+        data_time = time.perf_counter() - start
+
+        with autocast_context(self.device.type, self.amp_enabled, self.amp_dtype):
+            loss_dict = self.model(data)
+        if isinstance(loss_dict, torch.Tensor):
+            loss_dict = {"total_loss": loss_dict}
+        losses = sum(v.float() for v in loss_dict.values())
+        self._write_metrics(loss_dict, data_time)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(losses).backward()
+            if self.clip_fn is not None:
+                self.grad_scaler.unscale_(self.optimizer)
+                self.clip_fn(self.model.parameters())
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            losses.backward()
+            if self.clip_fn is not None:
+                self.clip_fn(self.model.parameters())
+            self.optimizer.step()
+
+    def _write_metrics(self, loss_dict: Dict[str, torch.Tensor], data_time: float) -> None:
+        """Average the losses over ranks, stop on a non-finite one, and record them."""
+        local = {k: float(v.detach().float().item()) for k, v in loss_dict.items()}
+        local["data_time"] = data_time
+        all_metrics = comm.all_gather(local)
+        bad = {}
+        for rank, m in enumerate(all_metrics):
+            for k, v in m.items():
+                if k != "data_time" and not math.isfinite(v):
+                    bad.setdefault(k, []).append(rank)
+        if bad:
+            terms = ", ".join(f"{k}={all_metrics[r[0]][k]} (rank {r[0]})" for k, r in bad.items())
+            raise FloatingPointError(
+                f"Loss became infinite or NaN at iteration {self.iter}: {terms}. "
+                f"Training stopped; the last good checkpoint in the output folder is kept.")
+        n = len(all_metrics)
+        avg = {k: sum(m[k] for m in all_metrics) / n for k in local}
+        self.storage.put_scalar("data_time", max(m["data_time"] for m in all_metrics))
+        losses = {k: v for k, v in avg.items() if k != "data_time"}
+        self.storage.put_scalar("total_loss", sum(losses.values()))
+        if len(losses) > 1 or "total_loss" not in losses:
+            self.storage.put_scalars(**losses)

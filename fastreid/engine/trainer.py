@@ -1,0 +1,239 @@
+"""``DefaultTrainer``: builds model, data, optimizer, schedule, checkpointer and hooks from a config.
+
+Override the ``build_*`` class methods in a subclass to change one part; the loop stays the same.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from typing import Any, Dict, Iterable, List, Optional
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from fastreid.config import CfgNode
+from fastreid.solver import build_lr_scheduler, build_optimizer, clip_gradients
+from fastreid.utils import comm
+from fastreid.utils.checkpoint import Checkpointer
+
+from . import hooks
+from .events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
+from .train_loop import HookBase, SimpleTrainer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DefaultTrainer", "iters_per_epoch", "total_iters", "set_num_classes"]
+
+
+def iters_per_epoch(num_images: int, ims_per_batch: int) -> int:
+    """Iterations of one epoch: ``num_images // ims_per_batch``, at least 1."""
+    return max(1, num_images // ims_per_batch)
+
+
+def total_iters(cfg: CfgNode, epoch_iters: int) -> int:
+    """``MAX_EPOCH`` epochs, capped by ``SOLVER.MAX_ITER`` when it is positive."""
+    n = cfg.SOLVER.MAX_EPOCH * epoch_iters
+    return min(n, cfg.SOLVER.MAX_ITER) if cfg.SOLVER.MAX_ITER > 0 else n
+
+
+def set_num_classes(cfg: CfgNode, num_classes: int) -> CfgNode:
+    """A frozen copy of ``cfg`` with ``MODEL.HEADS.NUM_CLASSES`` filled in when it is 0."""
+    if cfg.MODEL.HEADS.NUM_CLASSES > 0:
+        return cfg
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.HEADS.NUM_CLASSES = int(num_classes)
+    cfg.freeze()
+    logger.info(f"MODEL.HEADS.NUM_CLASSES set to {num_classes} from the training set")
+    return cfg
+
+
+class _DeviceIter:
+    """Moves every batch of a stream to the trainer's device (used by precise BN)."""
+
+    def __init__(self, loader: Iterable, to_device: Any) -> None:
+        self._loader = loader
+        self._to_device = to_device
+
+    def __iter__(self):
+        return (self._to_device(b) for b in self._loader)
+
+
+class DefaultTrainer(SimpleTrainer):
+    """Training from a config with the standard hooks (see ``build_hooks``).
+
+    Example::
+
+        trainer = DefaultTrainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        trainer.train()
+
+    ``self.model`` is what runs the training step (possibly wrapped by DDP / torch.compile);
+    ``self.module`` is the bare model used for evaluation and checkpoints.
+    """
+
+    def __init__(self, cfg: CfgNode) -> None:
+        data_loader = self.build_train_loader(cfg)
+        dataset = data_loader.dataset
+        cfg = set_num_classes(cfg, dataset.num_classes)
+        module = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, module)
+        self.epoch_iters = iters_per_epoch(len(dataset), cfg.SOLVER.IMS_PER_BATCH)
+        device = next(module.parameters()).device
+        clip = (lambda params: clip_gradients(cfg, params)) if cfg.SOLVER.CLIP_GRADIENTS.ENABLED else None
+        super().__init__(self.wrap_model(cfg, module), data_loader, optimizer, device=device,
+                         amp_enabled=cfg.SOLVER.AMP.ENABLED, amp_dtype=cfg.SOLVER.AMP.DTYPE,
+                         channels_last=cfg.SOLVER.CHANNELS_LAST, clip_fn=clip)
+        self.cfg = cfg
+        self.module = module
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer, self.epoch_iters)
+        checkpointables: Dict[str, Any] = {"optimizer": optimizer, "scheduler": self.scheduler}
+        if self.grad_scaler is not None:
+            checkpointables["grad_scaler"] = self.grad_scaler
+        self.checkpointer = Checkpointer(module, cfg.OUTPUT_DIR, **checkpointables)
+        self.start_iter = 0
+        self.max_iter = total_iters(cfg, self.epoch_iters)
+        self._best_metric = float("-inf")
+        self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """With ``resume`` and a ``last_checkpoint`` in OUTPUT_DIR, restore everything and continue from
+        its iteration; otherwise load only the model weights from ``MODEL.WEIGHTS`` (if set)."""
+        resuming = resume and self.checkpointer.has_checkpoint()
+        extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if not resuming:
+            return
+        self.start_iter = int(extra.get("iteration", 0))
+        self._best_metric = float(extra.get("best_metric", float("-inf")))
+        for h in self._hooks:
+            if isinstance(h, hooks.PeriodicCheckpointer):
+                h.best_metric = self._best_metric
+        rng = extra.get("rng_states")
+        if rng and len(rng) == comm.get_world_size():
+            hooks.set_rng_states(rng[comm.get_rank()])
+        elif rng:
+            logger.warning(f"Checkpoint holds random states of {len(rng)} processes, this run has "
+                           f"{comm.get_world_size()}: random streams are not restored")
+        logger.info(f"Resuming at iteration {self.start_iter} of {self.max_iter}")
+        if self.start_iter > 0:
+            self.reset_data_loader(self.build_train_loader(self.cfg, self.start_iter))
+
+    def build_hooks(self) -> List[Optional[HookBase]]:
+        """Timer, LR schedule, freezing, precise BN, evaluation, checkpoints and (rank 0) writers, in order."""
+        cfg = self.cfg
+        ret: List[Optional[HookBase]] = [hooks.IterationTimer(), hooks.LRScheduler(self.optimizer, self.scheduler)]
+        if cfg.MODEL.FREEZE_LAYERS and cfg.SOLVER.FREEZE_ITERS > 0:
+            ret.append(hooks.LayerFreeze(self.module, cfg.MODEL.FREEZE_LAYERS, cfg.SOLVER.FREEZE_ITERS))
+        if cfg.TEST.PRECISE_BN.ENABLED and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                               for m in self.module.modules()):
+            bn_cfg = cfg.clone()
+            bn_cfg.defrost()
+            bn_cfg.DATASETS.NAMES = (cfg.TEST.PRECISE_BN.DATASET,)
+            bn_cfg.freeze()
+            ret.append(hooks.PreciseBN(
+                self.module, lambda: _DeviceIter(self.build_train_loader(bn_cfg), self._to_device),
+                cfg.TEST.PRECISE_BN.NUM_ITER, cfg.TEST.EVAL_PERIOD))
+        eval_hook = hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(self.cfg, self.module), self.module)
+        ret.append(eval_hook)
+        ret.append(hooks.PeriodicCheckpointer(self.checkpointer, self.module, cfg.SOLVER.CHECKPOINT_PERIOD,
+                                              eval_hook, self._best_metric))
+        if comm.is_main_process():
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
+        return ret
+
+    def build_writers(self) -> List[EventWriter]:
+        """Console line, ``OUTPUT_DIR/metrics.json`` and tensorboard events in ``OUTPUT_DIR``."""
+        out = self.cfg.OUTPUT_DIR
+        writers: List[EventWriter] = [CommonMetricPrinter(self.max_iter, self.cfg.SOLVER.IMS_PER_BATCH)]
+        if out:
+            writers.append(JSONWriter(os.path.join(out, "metrics.json")))
+            writers.append(TensorboardWriter(out))
+        return writers
+
+    def train(self) -> Dict[str, Any]:  # type: ignore[override]
+        """Train from ``start_iter`` to ``max_iter``; returns the last evaluation's results."""
+        super().train(self.start_iter, self.max_iter, self.epoch_iters)
+        for h in self._hooks:
+            if isinstance(h, hooks.EvalHook):
+                return h.latest
+        return {}
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode, start_iter: int = 0) -> Any:
+        from fastreid.data import build_reid_train_loader
+
+        return build_reid_train_loader(cfg, start_iter=start_iter)
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Any:
+        from fastreid.data import build_reid_test_loader
+
+        return build_reid_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_model(cls, cfg: CfgNode) -> nn.Module:
+        from fastreid.modeling import build_model
+
+        model = build_model(cfg)
+        logger.info(f"Model: {type(model).__name__} with "
+                    f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+        return model
+
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer, epoch_iters: int) -> Any:
+        return build_lr_scheduler(cfg, optimizer, epoch_iters)
+
+    @classmethod
+    def build_evaluator(cls, cfg: CfgNode, num_query: int, labeled: bool = True,
+                        output_dir: Optional[str] = None) -> Any:
+        from fastreid.evaluation import ReidEvaluator
+
+        return ReidEvaluator(cfg, num_query, output_dir or cfg.OUTPUT_DIR, labeled=labeled)
+
+    @classmethod
+    def wrap_model(cls, cfg: CfgNode, model: nn.Module) -> nn.Module:
+        """channels_last, SyncBN + DDP when several processes run, and torch.compile, as configured."""
+        if cfg.SOLVER.CHANNELS_LAST:
+            model = model.to(memory_format=torch.channels_last)
+        if comm.get_world_size() > 1:
+            on_cuda = next(model.parameters()).is_cuda
+            if "syncBN" in (cfg.MODEL.BACKBONE.NORM, cfg.MODEL.HEADS.NORM):
+                if on_cuda:
+                    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                else:
+                    logger.warning("NORM syncBN needs CUDA; keeping per-process BatchNorm on CPU")
+            # Frozen layers produce no gradients during the first iterations.
+            find_unused = bool(cfg.MODEL.FREEZE_LAYERS) and cfg.SOLVER.FREEZE_ITERS > 0
+            model = DistributedDataParallel(model, device_ids=[comm.get_local_rank()] if on_cuda else None,
+                                            broadcast_buffers=False, find_unused_parameters=find_unused)
+        if cfg.SOLVER.COMPILE:
+            model = torch.compile(model)
+        return model
+
+    @classmethod
+    def test(cls, cfg: CfgNode, model: nn.Module) -> "OrderedDict[str, Dict[str, float]]":
+        """Evaluate ``model`` on every ``DATASETS.TESTS`` set and log a metrics table for each.
+
+        Unlabeled sets (the challenge test set) write ``result.npy`` instead of returning metrics.
+        """
+        from fastreid.evaluation import inference_on_dataset, print_csv_format
+
+        results: "OrderedDict[str, Dict[str, float]]" = OrderedDict()
+        was_training = model.training
+        for name in cfg.DATASETS.TESTS:
+            loader, num_query = cls.build_test_loader(cfg, name)
+            labeled = bool(getattr(loader.dataset, "labeled", True))
+            evaluator = cls.build_evaluator(cfg, num_query, labeled=labeled)
+            res = inference_on_dataset(model, loader, evaluator, flip_test=cfg.TEST.FLIP.ENABLED) or {}
+            results[name] = res
+            if comm.is_main_process() and res:
+                logger.info(f"Evaluation results on {name}:")
+                print_csv_format(res)
+        model.train(was_training)
+        return results
