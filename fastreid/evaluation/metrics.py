@@ -1,0 +1,198 @@
+"""Exact retrieval metrics without a query x gallery distance matrix or its argsort.
+
+Only the positives of a query need a rank: the rank of a positive is one plus the number of gallery
+items that score higher, plus the number with an equal score and a lower index (a stable sort by
+index breaks ties). Those counts come from one ``searchsorted`` of every score of a query chunk into
+the chunk's sorted positive scores, so memory is bounded by the chunk, never by ``Q x G``.
+
+From the sorted ranks ``r_1 < ... < r_P`` of a query's ``P`` positives:
+
+- AP = mean_j j / r_j (mean of precision at each relevant item, over the full ranking);
+- AP@10 = sum over r_j <= 10 of j / r_j, divided by min(10, P) (DIRA challenge definition);
+- CMC hit at k when r_1 <= k; INP = P / r_P.
+
+Queries without any positive are counted, reported and excluded from the means.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .search import DEFAULT_CHUNK_BYTES, pairwise_scores, rows_per_chunk, topk_stable
+
+
+@dataclass
+class PerQueryMetrics:
+    """Per-query results; entries of queries without positives are NaN (``num_pos`` = 0)."""
+
+    ap: np.ndarray
+    ap_at_10: np.ndarray
+    inp: np.ndarray
+    first_rank: np.ndarray
+    num_pos: np.ndarray
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.num_pos > 0
+
+
+def positive_ranks(scores: torch.Tensor, pos_idx: torch.Tensor) -> torch.Tensor:
+    """1-based rank of each positive in its row's stable descending order.
+
+    Args:
+        scores: ``c x G`` similarity scores; items excluded from the ranking must be ``-inf``.
+        pos_idx: ``c x P`` gallery indices of positives, padded with ``-1``.
+    Returns:
+        ``c x P`` int64 ranks; padding entries hold 0.
+    """
+    c, g = scores.shape
+    valid = pos_idx >= 0
+    p = pos_idx.shape[1]
+    if p == 0:
+        return torch.zeros(c, 0, dtype=torch.int64)
+    pos_scores = scores.gather(1, pos_idx.clamp(min=0))
+    pos_scores = torch.where(valid, pos_scores, torch.full_like(pos_scores, float("inf")))
+    sorted_scores, perm = torch.sort(pos_scores, dim=1)
+    sorted_scores = sorted_scores.contiguous()
+    # n_less[r, x] = number of positives scoring strictly below item x.
+    n_less = torch.searchsorted(sorted_scores, scores)
+    hist = torch.zeros(c, p + 1, dtype=torch.int64).scatter_add_(1, n_less, torch.ones_like(n_less))
+    # Items above sorted positive j are those with n_less > j: a suffix sum of the histogram.
+    above = hist.flip(1).cumsum(1).flip(1)[:, 1:]
+    ranks_sorted = 1 + above
+    n_le = torch.searchsorted(sorted_scores, scores, right=True)
+    tied = (n_le - n_less).sum(1) > valid.sum(1)
+    ranks = torch.zeros_like(ranks_sorted).scatter_(1, perm, ranks_sorted)
+    positions = torch.arange(g)
+    for r in torch.nonzero(tied).flatten().tolist():
+        # Rare exact ties: count equal-score items of lower index one positive at a time.
+        for j in torch.nonzero(valid[r]).flatten().tolist():
+            i = int(pos_idx[r, j])
+            ranks[r, j] += int(((scores[r] == scores[r, i]) & (positions < i)).sum())
+    return torch.where(valid, ranks, torch.zeros_like(ranks))
+
+
+def metrics_from_ranks(ranks: torch.Tensor, num_pos: torch.Tensor) -> Tuple[np.ndarray, ...]:
+    """AP, AP@10, INP and first-hit rank per row from positive ranks (0 = padding)."""
+    big = torch.iinfo(torch.int64).max
+    r = torch.where(ranks > 0, ranks, torch.full_like(ranks, big))
+    r = torch.sort(r, dim=1).values
+    j = torch.arange(1, r.shape[1] + 1, dtype=torch.float64)[None, :]
+    valid = r != big
+    rf = torch.where(valid, r, torch.ones_like(r)).double()
+    prec = torch.where(valid, j / rf, torch.zeros_like(rf))
+    n = num_pos.double()
+    safe_n = n.clamp(min=1)
+    ap = prec.sum(1) / safe_n
+    ap10 = torch.where(valid & (r <= 10), prec, torch.zeros_like(prec)).sum(1) / n.clamp(max=10).clamp(min=1)
+    last = torch.where(valid, r, torch.zeros_like(r)).max(1).values.double() if r.shape[1] else torch.ones(len(n))
+    inp = n / last.clamp(min=1)
+    first = r[:, 0] if r.shape[1] else torch.full((len(n),), big)
+    nan = torch.full_like(ap, float("nan"))
+    has = num_pos > 0
+    first = torch.where(has, first, torch.zeros_like(first))
+    return (torch.where(has, ap, nan).numpy(), torch.where(has, ap10, nan).numpy(),
+            torch.where(has, inp, nan).numpy(), first.numpy())
+
+
+def _group_positions(q_pids: np.ndarray, g_pids: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gallery indices sorted by id, and each query's [start, end) slice of them."""
+    order = np.argsort(g_pids, kind="stable")
+    sorted_pids = g_pids[order]
+    starts = np.searchsorted(sorted_pids, q_pids, side="left")
+    ends = np.searchsorted(sorted_pids, q_pids, side="right")
+    return order, starts, ends
+
+
+def rank_positives_chunked(query: torch.Tensor, gallery: torch.Tensor, q_pids: Sequence, g_pids: Sequence,
+                           q_camids: Optional[Sequence] = None, g_camids: Optional[Sequence] = None,
+                           metric: str = "cosine", topk: int = 0,
+                           chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Dict[str, np.ndarray]:
+    """Positive ranks of every query (and optionally its top-k list), one query chunk at a time.
+
+    For ``metric="cosine"`` the features must already be L2-normalised. When camera ids are given,
+    gallery items with the query's id *and* camera are dropped from the ranking (person re-id
+    protocol); they are then neither positives nor competitors.
+
+    Returns:
+        dict with ``ranks`` (``Q x Pmax`` int64, 0 = padding), ``num_pos`` (``Q``) and, when
+        ``topk > 0``, ``topk_idx``/``topk_scores`` (``Q x topk``, over the filtered ranking).
+    """
+    if len(q_pids) != query.shape[0] or len(g_pids) != gallery.shape[0]:
+        raise ValueError(f"{len(q_pids)} query ids for {query.shape[0]} features or "
+                         f"{len(g_pids)} gallery ids for {gallery.shape[0]} features")
+    gal = gallery.float()
+    return rank_positives(lambda s, e: pairwise_scores(query[s:e], gal, metric), query.shape[0],
+                          q_pids, g_pids, q_camids, g_camids, topk,
+                          rows_per_chunk(gallery.shape[0], 48, chunk_bytes))
+
+
+def rank_positives(score_rows: Callable[[int, int], torch.Tensor], num_query: int, q_pids: Sequence,
+                   g_pids: Sequence, q_camids: Optional[Sequence] = None, g_camids: Optional[Sequence] = None,
+                   topk: int = 0, step: int = 1024) -> Dict[str, np.ndarray]:
+    """Core of :func:`rank_positives_chunked`: ``score_rows(s, e)`` gives the scores of queries s..e-1."""
+    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
+    filt = q_camids is not None and g_camids is not None
+    qc = np.asarray(q_camids) if filt else None
+    gc = np.asarray(g_camids) if filt else None
+    order, starts, ends = _group_positions(q_pids, g_pids)
+    num_same = ends - starts
+    pmax = int(num_same.max()) if len(num_same) else 0
+    nq, ng = num_query, len(g_pids)
+    out_ranks = np.zeros((nq, pmax), dtype=np.int64)
+    out_num = np.zeros(nq, dtype=np.int64)
+    k = min(topk, ng)
+    top_i = np.zeros((nq, k), dtype=np.int64)
+    top_s = np.zeros((nq, k), dtype=np.float32)
+    offs = np.arange(pmax)
+    for s in range(0, nq, step):
+        e = min(nq, s + step)
+        scores = score_rows(s, e).float().clone()
+        cnt = num_same[s:e]
+        slot = starts[s:e, None] + offs[None, :]
+        same = np.where(offs[None, :] < cnt[:, None], order[np.minimum(slot, max(ng - 1, 0))], -1)
+        pos = same
+        if filt:
+            junk = (same >= 0) & (gc[np.maximum(same, 0)] == qc[s:e, None])
+            rows, cols = np.nonzero(junk)
+            scores[torch.from_numpy(rows), torch.from_numpy(same[rows, cols])] = float("-inf")
+            pos = np.where(junk, -1, same)
+        out_ranks[s:e] = positive_ranks(scores, torch.from_numpy(pos)).numpy()
+        out_num[s:e] = (pos >= 0).sum(1)
+        if k:
+            vals, idx = topk_stable(scores, k)
+            top_i[s:e], top_s[s:e] = idx.numpy(), vals.numpy()
+    result = {"ranks": out_ranks, "num_pos": out_num}
+    if k:
+        result.update(topk_idx=top_i, topk_scores=top_s)
+    return result
+
+
+def per_query_metrics(ranks: np.ndarray, num_pos: np.ndarray) -> PerQueryMetrics:
+    """Wrap :func:`metrics_from_ranks` for numpy inputs."""
+    ap, ap10, inp, first = metrics_from_ranks(torch.from_numpy(np.asarray(ranks, dtype=np.int64)),
+                                              torch.from_numpy(np.asarray(num_pos, dtype=np.int64)))
+    return PerQueryMetrics(ap=ap, ap_at_10=ap10, inp=inp, first_rank=first, num_pos=np.asarray(num_pos))
+
+
+def summarize(per_query: PerQueryMetrics, ks: Sequence[int] = (1, 5, 10)) -> Dict[str, float]:
+    """Means over queries with at least one positive, in percent; also counts skipped queries."""
+    v = per_query.valid
+    if not v.any():
+        raise ValueError("No query has a positive in the gallery: metrics are undefined")
+    out = {"mAP": 100 * float(per_query.ap[v].mean()), "mAP@10": 100 * float(per_query.ap_at_10[v].mean())}
+    for k in ks:
+        out[f"Rank-{k}"] = 100 * float((per_query.first_rank[v] <= k).mean())
+    out["mINP"] = 100 * float(per_query.inp[v].mean())
+    out["num_valid_queries"] = int(v.sum())
+    out["num_queries_without_positive"] = int((~v).sum())
+    return out
+
+
+def cmc_curve(first_rank: np.ndarray, max_rank: int) -> np.ndarray:
+    """CMC[k-1] = fraction of the given queries whose first positive is within the top k."""
+    ks = np.arange(1, max_rank + 1)
+    return (np.asarray(first_rank)[:, None] <= ks[None, :]).mean(0).astype(np.float32)

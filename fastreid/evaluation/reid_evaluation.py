@@ -1,0 +1,192 @@
+"""``ReidEvaluator``: collects features and ids, then calls the pure functions of this package.
+
+Pipeline after extraction: optional DBA -> optional alpha-QE -> normalisation (cosine) -> exact
+metrics in query chunks (labeled sets) or top-k search and ``result.npy`` (unlabeled sets) ->
+optional k-reciprocal re-ranking of the top candidates -> optional visualisation.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from ..utils import comm
+from .evaluator import DatasetEvaluator
+from .metrics import per_query_metrics, rank_positives_chunked, summarize
+from .query_expansion import aqe, aqe_queries_only, dba
+from .rerank import k_reciprocal_rerank
+from .search import check_metric, knn, normalize, recall_against_exact, torch_knn
+from .submission import write_result
+from .visualize import worst_queries, write_retrieval_visualisation
+
+logger = logging.getLogger(__name__)
+
+# Candidates per query that k-reciprocal re-ranking re-orders (ranks beyond keep their place).
+RERANK_CANDIDATES = 100
+# Queries used to measure an IVF index's recall against exact search.
+_RECALL_SAMPLE = 1000
+_FEAT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def _to_numpy(values: Any) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(list(values))
+
+
+def reranked_positive_ranks(ranks: np.ndarray, new_order: np.ndarray, relevant: np.ndarray,
+                            excluded: Optional[np.ndarray] = None) -> np.ndarray:
+    """Positive ranks after the top ``K`` of every ranking was re-ordered into ``new_order``.
+
+    Args:
+        ranks: ``Q x P`` original positive ranks (0 = padding).
+        new_order: ``Q x K`` re-ordered candidates (the original top K).
+        relevant: ``Q x K`` whether each re-ordered candidate is a positive.
+        excluded: ``Q x K`` candidates outside the ranking (same id and camera), if any.
+    Returns:
+        ``Q x (P + K)`` ranks, 0 = padding: positives beyond rank K keep their rank.
+    """
+    k = new_order.shape[1]
+    keep = np.where(ranks > k, ranks, 0)
+    counted = np.ones_like(relevant, dtype=bool) if excluded is None else ~excluded
+    position = np.cumsum(counted, axis=1)
+    inside = np.where(relevant & counted, position, 0)
+    return np.concatenate([keep, inside], axis=1)
+
+
+class ReidEvaluator(DatasetEvaluator):
+    """Retrieval evaluator for query-then-gallery test loaders (see docs/evaluation.md).
+
+    Args:
+        cfg: config (``TEST.*`` keys).
+        num_query: number of leading items of the dataset that are queries.
+        output_dir: folder for ``result.npy`` and ``vis/``; defaults to ``cfg.OUTPUT_DIR``.
+        labeled: False for the unlabeled challenge set: write ``result.npy`` instead of metrics.
+    """
+
+    def __init__(self, cfg: Any, num_query: int, output_dir: Optional[str] = None, labeled: bool = True) -> None:
+        self.cfg = cfg
+        self.num_query = num_query
+        self.output_dir = output_dir if output_dir is not None else cfg.OUTPUT_DIR
+        self.labeled = labeled
+        check_metric(cfg.TEST.METRIC)
+        if cfg.TEST.FEAT_DTYPE not in _FEAT_DTYPES:
+            raise ValueError(f"TEST.FEAT_DTYPE must be 'float32' or 'float16', got {cfg.TEST.FEAT_DTYPE!r}")
+        if cfg.TEST.AQE.MODE not in ("all", "query"):
+            raise ValueError(f"TEST.AQE.MODE must be 'all' or 'query', got {cfg.TEST.AQE.MODE!r}")
+        self._store_dtype = _FEAT_DTYPES[cfg.TEST.FEAT_DTYPE]
+        self.reset()
+
+    def reset(self) -> None:
+        self._features: List[torch.Tensor] = []
+        self._pids: List[np.ndarray] = []
+        self._camids: List[np.ndarray] = []
+        self._paths: List[str] = []
+
+    def process(self, inputs: Dict[str, Any], outputs: torch.Tensor) -> None:
+        self._features.append(outputs.detach().to("cpu", self._store_dtype))
+        n = outputs.shape[0]
+        self._pids.append(_to_numpy(inputs["targets"]) if "targets" in inputs else np.full(n, -1))
+        self._camids.append(_to_numpy(inputs["camids"]) if "camids" in inputs else np.zeros(n, np.int64))
+        self._paths.extend(inputs.get("img_paths", [""] * n))
+
+    def _gather(self):
+        """Features and ids of all ranks in rank order (contiguous shards restore dataset order)."""
+        local = (torch.cat(self._features) if self._features else torch.empty(0, 0, dtype=self._store_dtype),
+                 np.concatenate(self._pids) if self._pids else np.empty(0, np.int64),
+                 np.concatenate(self._camids) if self._camids else np.empty(0, np.int64),
+                 list(self._paths))
+        if comm.get_world_size() == 1:
+            return local
+        parts = comm.all_gather(local)
+        feats = torch.cat([p[0] for p in parts if p[0].numel()])
+        return (feats, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]),
+                [path for p in parts for path in p[3]])
+
+    def evaluate(self) -> Dict[str, float]:
+        feats, pids, camids, paths = self._gather()
+        if not comm.is_main_process():
+            return {}
+        nq = self.num_query
+        if not 0 < nq < feats.shape[0]:
+            raise ValueError(f"ReidEvaluator: num_query={nq} but {feats.shape[0]} features were gathered")
+        t = self.cfg.TEST
+        query, gallery = self._post_process(feats[:nq].float(), feats[nq:].float())
+        if not self.labeled:
+            return self._write_submission(query, gallery, paths)
+        return self._metrics(query, gallery, pids, camids, paths, t)
+
+    def _post_process(self, query: torch.Tensor, gallery: torch.Tensor):
+        t = self.cfg.TEST
+        backend = t.SEARCH.BACKEND
+        if t.DBA.ENABLED:
+            gallery = dba(gallery, t.DBA.K, t.DBA.ALPHA, backend)
+        if t.AQE.ENABLED:
+            if t.AQE.MODE == "all":
+                query, gallery = aqe(query, gallery, t.AQE.QE_TIME, t.AQE.QE_K, t.AQE.ALPHA, backend)
+            else:
+                query = aqe_queries_only(query, gallery, t.AQE.QE_TIME, t.AQE.QE_K, t.AQE.ALPHA, backend)
+        if t.METRIC == "cosine":
+            query, gallery = normalize(query), normalize(gallery)
+        return query, gallery
+
+    def _rerank(self, query: torch.Tensor, gallery: torch.Tensor, candidates: np.ndarray):
+        r = self.cfg.TEST.RERANK
+        dist, order = k_reciprocal_rerank(query, gallery, candidates, r.K1, r.K2, r.LAMBDA, self.cfg.TEST.METRIC)
+        return order, -dist
+
+    def _write_submission(self, query: torch.Tensor, gallery: torch.Tensor, paths: List[str]) -> Dict[str, float]:
+        t = self.cfg.TEST
+        k = min(t.TOPK, gallery.shape[0])
+        depth = max(k, RERANK_CANDIDATES) if t.RERANK.ENABLED else k
+        scores, idx = knn(query, gallery, depth, t.METRIC, t.SEARCH.BACKEND, t.SEARCH.INDEX,
+                          t.SEARCH.NLIST, t.SEARCH.NPROBE)
+        if t.SEARCH.INDEX == "ivf":
+            sample = torch.randperm(query.shape[0], generator=torch.Generator().manual_seed(0))[:_RECALL_SAMPLE]
+            exact = torch_knn(query[sample], gallery, depth, t.METRIC)[1]
+            logger.info("IVF index recall@%d against exact search on %d queries: %.4f",
+                        depth, len(sample), recall_against_exact(idx[sample], exact))
+        idx, scores = idx.numpy(), scores.numpy()
+        if t.RERANK.ENABLED:
+            idx, scores = self._rerank(query, gallery, idx)
+        path = t.RESULT_PATH or os.path.join(self.output_dir, "result.npy")
+        write_result(path, idx[:, :k])
+        logger.info("Unlabeled test set: result.npy written to %s (no metrics)", path)
+        if t.VIS.ENABLED:
+            nq = query.shape[0]
+            write_retrieval_visualisation(os.path.join(self.output_dir, "vis"), paths[:nq], paths[nq:],
+                                          idx[:, :k], scores[:, :k], range(min(t.VIS.NUM_QUERIES, nq)))
+        return {}
+
+    def _metrics(self, query, gallery, pids, camids, paths, t) -> Dict[str, float]:
+        nq = self.num_query
+        q_pids, g_pids = pids[:nq], pids[nq:]
+        filt = len(np.unique(camids)) > 1
+        q_cam, g_cam = (camids[:nq], camids[nq:]) if filt else (None, None)
+        k = min(t.TOPK, gallery.shape[0])
+        depth = max(k, RERANK_CANDIDATES) if t.RERANK.ENABLED else k
+        res = rank_positives_chunked(query, gallery, q_pids, g_pids, q_cam, g_cam, t.METRIC, topk=depth)
+        ranks, top_idx, top_scores = res["ranks"], res["topk_idx"], res["topk_scores"]
+        if t.RERANK.ENABLED:
+            top_idx, top_scores = self._rerank(query, gallery, top_idx)
+            relevant = g_pids[top_idx] == q_pids[:, None]
+            excluded = relevant & (g_cam[top_idx] == q_cam[:, None]) if filt else None
+            ranks = reranked_positive_ranks(ranks, top_idx, relevant, excluded)
+        per_query = per_query_metrics(ranks, res["num_pos"])
+        summary = summarize(per_query)
+        skipped = summary.pop("num_queries_without_positive")
+        summary.pop("num_valid_queries")
+        if skipped:
+            logger.warning("%d of %d queries have no positive in the gallery and are excluded", skipped, nq)
+        results = OrderedDict((name, summary[name]) for name in ("mAP", "mAP@10", "Rank-1", "Rank-5", "Rank-10",
+                                                                 "mINP"))
+        results["metric"] = (results["mAP"] + results["Rank-1"]) / 2
+        if t.VIS.ENABLED:
+            chosen = worst_queries(per_query.ap, t.VIS.NUM_QUERIES)
+            write_retrieval_visualisation(os.path.join(self.output_dir, "vis"), paths[:nq], paths[nq:],
+                                          top_idx[:, :k], top_scores[:, :k], chosen, q_pids, g_pids, per_query.ap)
+        return results

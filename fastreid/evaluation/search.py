@@ -1,0 +1,190 @@
+"""Exact and approximate k-nearest-neighbour search over feature matrices.
+
+Every function here works on *similarity scores* (higher is better):
+
+- ``"cosine"``: inner product of L2-normalised rows (the caller normalises, see :func:`normalize`);
+- ``"euclidean"``: minus the squared L2 distance, so that ordering by descending score is ordering by
+  ascending distance.
+
+Ties are broken as a stable sort by index: of two items with equal score the lower index ranks
+higher. The torch path guarantees this everywhere; faiss paths re-sort each returned list, so ties
+that straddle the k-th position follow faiss (only exact duplicates of a float can tie).
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("cosine", "euclidean")
+# Bytes of score matrix computed at a time by chunked code (queries x database chunk).
+DEFAULT_CHUNK_BYTES = 256 * 2 ** 20
+
+try:  # faiss is optional: the torch path covers every feature.
+    import faiss  # type: ignore
+except ImportError:  # pragma: no cover - exercised only where faiss is missing
+    faiss = None
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """Row-wise L2 normalisation in float32 (zero rows stay zero)."""
+    return F.normalize(x.float(), p=2, dim=1)
+
+
+def check_metric(metric: str) -> str:
+    """Return ``metric`` or raise naming the config key that selects it."""
+    if metric not in METRICS:
+        raise ValueError(f"TEST.METRIC must be one of {METRICS}, got {metric!r}")
+    return metric
+
+
+def pairwise_scores(query: torch.Tensor, database: torch.Tensor, metric: str) -> torch.Tensor:
+    """Dense similarity of every query row to every database row (``Q x M``, float32).
+
+    Callers keep ``Q`` small (one chunk); for cosine the rows must already be normalised.
+    """
+    check_metric(metric)
+    q, d = query.float(), database.float()
+    sims = q @ d.t()
+    if metric == "euclidean":
+        sims = 2 * sims - (q * q).sum(1, keepdim=True) - (d * d).sum(1)[None, :]
+    return sims
+
+
+def rows_per_chunk(num_columns: int, bytes_per_cell: int = 32, budget: int = DEFAULT_CHUNK_BYTES) -> int:
+    """How many query rows fit a memory budget when each row has ``num_columns`` cells."""
+    return max(1, budget // max(1, num_columns * bytes_per_cell))
+
+
+def topk_stable(scores: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` of every row by descending score, ties by ascending index.
+
+    ``torch.topk`` does not order ties; rows whose k-th value also occurs outside the selection are
+    redone with a stable full sort, other rows only have their k entries re-sorted.
+    """
+    k = min(k, scores.shape[1])
+    vals, idx = torch.topk(scores, k, dim=1)
+    # Re-sort the k entries by (score desc, index asc): sort by index, then stable sort by score.
+    order = torch.argsort(idx, dim=1)
+    idx = idx.gather(1, order)
+    vals = vals.gather(1, order)
+    order = torch.sort(vals, dim=1, descending=True, stable=True).indices
+    idx, vals = idx.gather(1, order), vals.gather(1, order)
+    if k == 0:
+        return vals, idx
+    kth = vals[:, -1:]
+    ambiguous = (scores == kth).sum(1) != (vals == kth).sum(1)
+    for r in torch.nonzero(ambiguous).flatten().tolist():
+        s = torch.sort(scores[r], descending=True, stable=True)
+        vals[r], idx[r] = s.values[:k], s.indices[:k]
+    return vals, idx
+
+
+def torch_knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str = "cosine",
+              chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Exact k-NN in query chunks (no ``Q x M`` matrix is ever held).
+
+    Returns:
+        (scores, indices), each ``Q x k``, best first; indices are int64 rows of ``database``.
+    """
+    k = min(k, database.shape[0])
+    out_s = torch.empty(query.shape[0], k, dtype=torch.float32)
+    out_i = torch.empty(query.shape[0], k, dtype=torch.int64)
+    step = rows_per_chunk(database.shape[0], 8, chunk_bytes)
+    db = database.float()
+    for s in range(0, query.shape[0], step):
+        sims = pairwise_scores(query[s:s + step], db, metric)
+        out_s[s:s + step], out_i[s:s + step] = topk_stable(sims, k)
+    return out_s, out_i
+
+
+def faiss_available() -> bool:
+    return faiss is not None
+
+
+def _faiss_gpu_ready() -> bool:
+    return faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0 \
+        and torch.cuda.is_available()
+
+
+def _faiss_metric(metric: str) -> int:
+    return faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+
+
+def _resort(scores: torch.Tensor, idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Order each row by (score desc, index asc); faiss leaves ties in heap order."""
+    order = torch.argsort(idx, dim=1)
+    idx, scores = idx.gather(1, order), scores.gather(1, order)
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    return scores.gather(1, order), idx.gather(1, order)
+
+
+def faiss_knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str = "cosine",
+              index_type: str = "flat", nlist: int = 1024, nprobe: int = 32,
+              use_gpu: Optional[bool] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """k-NN with faiss: exact (``"flat"``) or inverted-file (``"ivf"``, approximate).
+
+    On GPU (faiss built with GPU support and CUDA present) torch tensors are passed straight to faiss
+    through ``faiss.contrib.torch_utils``. Scores follow the module convention (euclidean is minus
+    the squared distance). IVF lists are capped so that each holds ~40 training points.
+    """
+    if faiss is None:
+        raise RuntimeError("TEST.SEARCH.BACKEND is 'faiss' but faiss is not installed; use 'torch'")
+    check_metric(metric)
+    if index_type not in ("flat", "ivf"):
+        raise ValueError(f"TEST.SEARCH.INDEX must be 'flat' or 'ivf', got {index_type!r}")
+    k = min(k, database.shape[0])
+    dim = database.shape[1]
+    gpu = _faiss_gpu_ready() if use_gpu is None else use_gpu
+    fmetric = _faiss_metric(metric)
+    if index_type == "flat":
+        index = faiss.IndexFlat(dim, fmetric)
+    else:
+        nlist = max(1, min(nlist, database.shape[0] // 39))
+        index = faiss.IndexIVFFlat(faiss.IndexFlat(dim, fmetric), dim, nlist, fmetric)
+    if gpu:
+        importlib.import_module("faiss.contrib.torch_utils")  # lets faiss take torch tensors
+
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), torch.cuda.current_device(), index)
+        db = database.float().cuda().contiguous()
+        qs = query.float().cuda().contiguous()
+    else:
+        db = np.ascontiguousarray(database.float().numpy())
+        qs = np.ascontiguousarray(query.float().numpy())
+    if index_type == "ivf":
+        index.train(db)
+        index.nprobe = nprobe
+    index.add(db)
+    dist, idx = index.search(qs, k)
+    dist, idx = torch.as_tensor(dist).cpu().float(), torch.as_tensor(idx).cpu().long()
+    scores = dist if metric == "cosine" else -dist
+    return _resort(scores, idx)
+
+
+def knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str = "cosine", backend: str = "faiss",
+        index_type: str = "flat", nlist: int = 1024, nprobe: int = 32) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Dispatch on ``TEST.SEARCH.BACKEND``; "faiss" falls back to torch (with a warning) when missing."""
+    if backend == "faiss" and faiss is None:
+        logger.warning("faiss is not installed: TEST.SEARCH.BACKEND falls back to 'torch' (exact)")
+        backend = "torch"
+    if backend == "torch":
+        if index_type != "flat":
+            logger.warning("TEST.SEARCH.INDEX=%r needs faiss; the torch backend searches exactly", index_type)
+        return torch_knn(query, database, k, metric)
+    if backend == "faiss":
+        return faiss_knn(query, database, k, metric, index_type, nlist, nprobe)
+    raise ValueError(f"TEST.SEARCH.BACKEND must be 'faiss' or 'torch', got {backend!r}")
+
+
+def recall_against_exact(approx_idx: torch.Tensor, exact_idx: torch.Tensor) -> float:
+    """Fraction of the exact top-k neighbours that an approximate search also returned (recall@k)."""
+    if exact_idx.numel() == 0:
+        return 1.0
+    hits = (approx_idx[:, :, None] == exact_idx[:, None, :]).any(1).sum().item()
+    return hits / exact_idx.numel()
