@@ -104,18 +104,20 @@ class EventWriter:
 
 
 class JSONWriter(EventWriter):
-    """Appends one JSON object per iteration that has new scalars to ``metrics.json``."""
+    """Appends one JSON object per iteration that has new scalars to ``metrics.json``.
 
-    def __init__(self, json_file: str, window_size: int = 20) -> None:
+    Values are the raw ones of that iteration (no smoothing), so runs can be compared exactly.
+    """
+
+    def __init__(self, json_file: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(json_file)), exist_ok=True)
         self._file = open(json_file, "a", encoding="utf-8")
-        self._window = window_size
         self._last_written: Dict[str, int] = {}
 
     def write(self) -> None:
         storage = get_event_storage()
         by_iter: Dict[int, Dict[str, float]] = defaultdict(dict)
-        for k, (v, it) in storage.latest_with_smoothing_hint(self._window).items():
+        for k, (v, it) in storage.latest().items():
             if it > self._last_written.get(k, -1):
                 by_iter[it][k] = v
                 self._last_written[k] = it
