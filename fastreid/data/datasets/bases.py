@@ -56,7 +56,7 @@ def read_list(path: str, base_dir: Optional[str] = None, labeled: bool = True,
             img = os.path.normpath(os.path.join(base_dir, parts[0]))
             out.append((img, label, camid))
             if origins is not None:
-                origins[img] = f"{path}:{lineno}"
+                origins.setdefault(img, f"{path}:{lineno}")
     return out
 
 

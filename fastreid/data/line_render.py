@@ -1,0 +1,141 @@
+"""Hidden-line drawings of triangle meshes, as in design patents: black lines on white.
+
+A z-buffer rasteriser records which surface is visible at each (supersampled) pixel; a line is
+drawn wherever the visible surface changes, which gives the silhouette and all visible edges
+with exact hidden-line removal. Triangles of one smooth surface (a cylinder's side) share a
+surface id, so their facet edges are not drawn. Decals (hole rims, slots) are flat polygons
+that relabel the pixels of their host surface. Orthographic projection throughout.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+ORTHO_VIEWS = ("front", "rear", "left", "right", "top", "bottom")
+VIEWS = ("perspective",) + ORTHO_VIEWS
+
+
+@dataclass
+class Mesh:
+    """Triangles with a surface id each (>= 1; 0 is the background) and decals on top of them.
+
+    ``decals`` holds ``(polygon (n, 3), host surface id, own surface id)``; the polygon is convex.
+    """
+
+    vertices: np.ndarray
+    triangles: np.ndarray
+    surfaces: np.ndarray
+    decals: List[Tuple[np.ndarray, int, int]] = field(default_factory=list)
+
+
+def _rot_x(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def _rot_y(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
+def view_rotation(view: str, yaw: float = np.radians(35), pitch: float = np.radians(25)) -> np.ndarray:
+    """Rotation taking world coordinates (x right, y up, z towards the front viewer) to camera
+    coordinates (x right, y up, z towards the camera) for the named design-patent view."""
+    rotations: Dict[str, np.ndarray] = {
+        "front": np.eye(3), "rear": _rot_y(np.pi), "left": _rot_y(np.pi / 2), "right": _rot_y(-np.pi / 2),
+        "top": _rot_x(np.pi / 2), "bottom": _rot_x(-np.pi / 2),
+        "perspective": _rot_x(pitch) @ _rot_y(-yaw),
+    }
+    if view not in rotations:
+        raise ValueError(f"Unknown view {view!r}; expected one of {VIEWS}")
+    return rotations[view]
+
+
+def _raster_triangle(p: np.ndarray, depth: np.ndarray, fill, zbuf: np.ndarray, ids: np.ndarray,
+                     host: int = -1) -> None:
+    """Rasterise one 2-D triangle (pixel centres) into ``ids``.
+
+    With ``host < 0`` it is depth-tested against ``zbuf``; otherwise it only relabels pixels
+    currently showing surface ``host`` (decals).
+    """
+    area = (p[1, 0] - p[0, 0]) * (p[2, 1] - p[0, 1]) - (p[2, 0] - p[0, 0]) * (p[1, 1] - p[0, 1])
+    if abs(area) < 1e-9:
+        return
+    h, w = ids.shape
+    x0, x1 = max(int(np.floor(p[:, 0].min())), 0), min(int(np.ceil(p[:, 0].max())), w - 1)
+    y0, y1 = max(int(np.floor(p[:, 1].min())), 0), min(int(np.ceil(p[:, 1].max())), h - 1)
+    if x0 > x1 or y0 > y1:
+        return
+    xs = np.arange(x0, x1 + 1) + 0.5
+    ys = (np.arange(y0, y1 + 1) + 0.5)[:, None]
+    w0 = ((p[1, 0] - xs) * (p[2, 1] - ys) - (p[2, 0] - xs) * (p[1, 1] - ys)) / area
+    w1 = ((p[2, 0] - xs) * (p[0, 1] - ys) - (p[0, 0] - xs) * (p[2, 1] - ys)) / area
+    w2 = 1.0 - w0 - w1
+    inside = (w0 >= -1e-7) & (w1 >= -1e-7) & (w2 >= -1e-7)
+    sub_ids = ids[y0:y1 + 1, x0:x1 + 1]
+    if host >= 0:
+        sub_ids[inside & (sub_ids == host)] = fill
+        return
+    z = w0 * depth[0] + w1 * depth[1] + w2 * depth[2]
+    sub_z = zbuf[y0:y1 + 1, x0:x1 + 1]
+    upd = inside & (z < sub_z)
+    sub_z[upd] = z[upd]
+    sub_ids[upd] = fill
+
+
+def surface_map(mesh: Mesh, rotation: np.ndarray, size: int, margin: float) -> np.ndarray:
+    """Visible surface id per pixel of a ``size x size`` orthographic view (0 = background).
+
+    The drawing is scaled to fit inside ``size * (1 - 2 * margin)`` and centred.
+    """
+    cam = mesh.vertices @ rotation.T
+    lo, hi = cam[:, :2].min(0), cam[:, :2].max(0)
+    scale = size * (1.0 - 2.0 * margin) / max(float((hi - lo).max()), 1e-9)
+    centre = (lo + hi) / 2.0
+
+    def project(pts: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        c = pts @ rotation.T
+        xy = np.stack([(c[:, 0] - centre[0]) * scale + size / 2.0, (centre[1] - c[:, 1]) * scale + size / 2.0], 1)
+        return xy, -c[:, 2]
+
+    xy, depth = project(mesh.vertices)
+    zbuf = np.full((size, size), np.inf)
+    ids = np.zeros((size, size), dtype=np.int32)
+    for tri, sid in zip(mesh.triangles, mesh.surfaces):
+        _raster_triangle(xy[tri], depth[tri], int(sid), zbuf, ids)
+    for poly, host, sid in mesh.decals:
+        pxy, _ = project(poly)
+        for i in range(1, len(pxy) - 1):
+            _raster_triangle(pxy[[0, i, i + 1]], None, sid, zbuf, ids, host=host)
+    return ids
+
+
+def draw_lines(ids: np.ndarray, supersample: int, line_width: int = 1) -> np.ndarray:
+    """Black lines where the visible surface changes, downsampled to an anti-aliased uint8 image."""
+    edge = np.zeros(ids.shape, dtype=bool)
+    dx = ids[:, 1:] != ids[:, :-1]
+    dy = ids[1:, :] != ids[:-1, :]
+    edge[:, 1:] |= dx
+    edge[:, :-1] |= dx
+    edge[1:, :] |= dy
+    edge[:-1, :] |= dy
+    for _ in range(max(line_width, 1) - 1):
+        grown = edge.copy()
+        grown[1:, :] |= edge[:-1, :]
+        grown[:-1, :] |= edge[1:, :]
+        grown[:, 1:] |= edge[:, :-1]
+        grown[:, :-1] |= edge[:, 1:]
+        edge = grown
+    s = supersample
+    n = ids.shape[0] // s
+    cover = edge[:n * s, :n * s].reshape(n, s, n, s).mean(axis=(1, 3))
+    return np.clip(np.round(255.0 * (1.0 - cover)), 0, 255).astype(np.uint8)
+
+
+def render_view(mesh: Mesh, view: str, size: int, margin: float = 0.08, yaw: float = np.radians(35),
+                pitch: float = np.radians(25), supersample: int = 2, line_width: int = 1) -> np.ndarray:
+    """One ``size x size`` uint8 line drawing (255 = white paper) of ``mesh`` from ``view``."""
+    ids = surface_map(mesh, view_rotation(view, yaw, pitch), size * supersample, margin)
+    return draw_lines(ids, supersample, line_width)
