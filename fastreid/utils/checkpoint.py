@@ -52,14 +52,24 @@ class LoadReport:
 
 
 def _group_keys(keys: Iterable[str]) -> List[str]:
+    """Collapse keys per indexed block (``NL_2.0.{g, theta}``) so a report stays readable."""
     groups: "OrderedDict[str, List[str]]" = OrderedDict()
     for key in keys:
-        module, _, leaf = key.rpartition(".")
-        groups.setdefault(module, []).append(leaf)
+        parts = key.split(".")
+        cut = next((i + 1 for i, p in enumerate(parts[:-1]) if p.isdigit()), len(parts) - 1)
+        groups.setdefault(".".join(parts[:cut]), []).append(".".join(parts[cut:]))
     out = []
-    for module, leaves in groups.items():
-        leaf_text = leaves[0] if len(leaves) == 1 else "{" + ", ".join(leaves) + "}"
-        out.append(f"{module}.{leaf_text}" if module else leaf_text)
+    for group, rests in groups.items():
+        if len(rests) == 1:
+            out.append(f"{group}.{rests[0]}" if group else rests[0])
+            continue
+        members: List[str] = []
+        for rest in rests:
+            member = rest.rpartition(".")[0] or rest
+            if member not in members:
+                members.append(member)
+        text = members[0] if len(members) == 1 else "{" + ", ".join(members) + "}"
+        out.append(f"{group}.{text}" if group else text)
     return out
 
 
@@ -113,7 +123,8 @@ def load_state_dict_reported(model: nn.Module, state_dict: Mapping[str, Any], so
         else:
             loadable[key] = value
     result = model.load_state_dict(loadable, strict=False)
-    report.missing = [k for k in result.missing_keys if k not in dict(report.mismatched)]
+    skipped = {key for key, _, _ in report.mismatched}
+    report.missing = [k for k in result.missing_keys if k not in skipped]
     report.unexpected = list(result.unexpected_keys)
     where = f" from {source}" if source else ""
     if report.clean:

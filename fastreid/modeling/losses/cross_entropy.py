@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .distances import upcast
+
 
 def cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 0.0,
                        alpha: float = 0.2) -> torch.Tensor:
@@ -19,7 +21,7 @@ def cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float =
     Returns:
         Scalar loss.
     """
-    logits = logits.float()
+    logits = upcast(logits)
     num_classes = logits.size(1)
     log_probs = F.log_softmax(logits, dim=1)
     if eps >= 0:

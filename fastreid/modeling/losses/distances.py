@@ -7,6 +7,11 @@ import torch
 import torch.nn.functional as F
 
 
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision tensors as float32 (losses under autocast need the range); others unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def euclidean_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``M x N`` Euclidean distances between the rows of ``x`` and ``y`` (clamped at 1e-12 before sqrt)."""
     xx = x.pow(2).sum(dim=1, keepdim=True)

@@ -6,7 +6,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from .distances import identity_masks
+from .distances import identity_masks, upcast
 
 # Added to the logits of excluded pairs: exp() of it is 0 in float32, yet stays finite (no NaN gradient).
 _EXCLUDED = -1e9
@@ -14,7 +14,7 @@ _EXCLUDED = -1e9
 
 def _similarities(embedding: torch.Tensor, targets: torch.Tensor
                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    emb = F.normalize(embedding.float(), dim=1)
+    emb = F.normalize(upcast(embedding), dim=1)
     sim = emb @ emb.t()
     is_pos, is_neg = identity_masks(targets)
     is_pos = is_pos & ~torch.eye(len(targets), dtype=torch.bool, device=targets.device)

@@ -6,7 +6,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from .distances import cosine_dist, euclidean_dist, identity_masks
+from .distances import cosine_dist, euclidean_dist, identity_masks, upcast
 
 
 def hard_example_mining(dist: torch.Tensor, is_pos: torch.Tensor, is_neg: torch.Tensor
@@ -46,7 +46,7 @@ def triplet_loss(embedding: torch.Tensor, targets: torch.Tensor, margin: float, 
     Returns:
         Scalar loss (0 when no anchor has a negative).
     """
-    embedding = embedding.float()
+    embedding = upcast(embedding)
     dist = cosine_dist(embedding, embedding) if norm_feat else euclidean_dist(embedding, embedding)
     is_pos, is_neg = identity_masks(targets)
     mine = hard_example_mining if hard_mining else weighted_example_mining
