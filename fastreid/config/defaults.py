@@ -57,7 +57,7 @@ _C.MODEL.HEADS.NUM_CLASSES = 0
 _C.MODEL.HEADS.EMBEDDING_DIM = 0
 # Add the BN neck after pooling.
 _C.MODEL.HEADS.WITH_BNNECK = True
-# Feature used at test time: "before" or "after" the BN neck.
+# Feature given to the metric losses in training: "before" or "after" the BN neck (eval always returns the neck output).
 _C.MODEL.HEADS.NECK_FEAT = "before"
 # Pooling: GeneralizedMeanPoolingP, GeneralizedMeanPooling, GlobalAvgPool, GlobalMaxPool, AdaptiveAvgMaxPool.
 _C.MODEL.HEADS.POOL_LAYER = "GlobalAvgPool"

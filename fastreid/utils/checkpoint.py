@@ -141,9 +141,9 @@ def load_checkpoint_file(path: str) -> Any:
         raise FileNotFoundError(f"Checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        logger.warning("%s holds Python objects beyond tensors (%s); loading it with the full unpickler, "
-                       "which runs code from the file: only load files you trust", path, str(err).splitlines()[0])
+    except pickle.UnpicklingError:
+        logger.warning("%s holds Python objects beyond tensors and containers (e.g. numpy RNG states); loading it "
+                       "with the full unpickler, which can run code from the file: only load files you trust", path)
         return torch.load(path, map_location="cpu", weights_only=False)
 
 
