@@ -126,7 +126,8 @@ def test_image_folder_explicit_subfolders_and_list_files(tmp_path):
     ds = ListFileDataset(root=str(tmp_path), cfg=cfg)
     assert [(os.path.basename(p), pid, cam) for p, pid, cam in ds.train] == [
         ("0.png", "ListFileDataset_7", 0), ("1.png", "ListFileDataset_7", 2), ("2.png", "ListFileDataset_8", 0)]
-    assert ds.origins[ds.train[1][0]] == str(tmp_path / "lists" / "train.txt") + ":2"
+    lists = tmp_path / "lists"
+    assert ds.origins[ds.train[1][0]] == f"{lists / 'train.txt'}:2, {lists / 'gallery.txt'}:2"
     cfg.DATASETS.COMBINEALL = True
     combined = ListFileDataset(root=str(tmp_path), cfg=cfg)
     assert len({pid for _, pid, _ in combined.train}) == 4  # 7, 8 and test ids 1, 2 kept apart

@@ -29,7 +29,8 @@ def read_list(path: str, base_dir: Optional[str] = None, labeled: bool = True,
     """Parse a list file: ``<path> <label> [<camid>]`` per line (only ``<path>`` when not labeled).
 
     Paths are resolved against ``base_dir`` (default: the list file's folder). Blank lines are
-    ignored. ``origins`` (if given) receives ``image path -> "list:line"`` for error messages.
+    ignored. ``origins`` (if given) receives ``image path -> "list:line"`` for error messages
+    (every listing, comma-separated, when an image is listed more than once).
 
     Returns:
         ``(image path, label, camid)`` per line; label is -1 and camid 0 when absent.
@@ -56,7 +57,8 @@ def read_list(path: str, base_dir: Optional[str] = None, labeled: bool = True,
             img = os.path.normpath(os.path.join(base_dir, parts[0]))
             out.append((img, label, camid))
             if origins is not None:
-                origins.setdefault(img, f"{path}:{lineno}")
+                where = f"{path}:{lineno}"
+                origins[img] = f"{origins[img]}, {where}" if img in origins else where
     return out
 
 

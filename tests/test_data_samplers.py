@@ -1,0 +1,104 @@
+"""Sampler properties: P x K composition, disjoint ranks, determinism, cheap exact skipping, errors."""
+import itertools
+from collections import Counter
+
+import pytest
+
+from fastreid.config import ConfigError
+from fastreid.data.samplers import (BalancedIdentitySampler, InferenceSampler, NaiveIdentitySampler,
+                                    TrainingSampler)
+
+# 9 identities with 1..6 images (some fewer than K = 4)
+PIDS = [f"id{p}" for p, n in enumerate([1, 2, 6, 3, 4, 5, 2, 6, 4]) for _ in range(n)]
+
+
+def take(sampler, n):
+    return list(itertools.islice(iter(sampler), n))
+
+
+def batches(sampler, n_batches):
+    items = take(sampler, n_batches * sampler.local_batch_size)
+    b = sampler.local_batch_size
+    return [items[i * b:(i + 1) * b] for i in range(n_batches)]
+
+
+def make(kind, **kw):
+    args = dict(batch_size=8, seed=5)
+    args.update(kw)
+    if kind is TrainingSampler:
+        return TrainingSampler(len(PIDS), **args)
+    return kind(PIDS, num_instances=args.pop("num_instances", 2), **args)
+
+
+def test_training_sampler_covers_each_epoch_once():
+    s = TrainingSampler(len(PIDS), batch_size=4, seed=1)
+    idx = [i for i, _ in take(s, 3 * len(PIDS))]
+    for e in range(3):
+        assert sorted(idx[e * len(PIDS):(e + 1) * len(PIDS)]) == list(range(len(PIDS)))
+    seeds = [sd for _, sd in take(s, 100)]
+    assert len(set(seeds)) == 100  # every position has its own augmentation seed
+
+
+@pytest.mark.parametrize("kind", [NaiveIdentitySampler, BalancedIdentitySampler])
+def test_identity_batches_are_p_by_k(kind):
+    s = make(kind, batch_size=12, num_instances=4)  # P = 3, K = 4
+    for batch in batches(s, 20):
+        pids = [PIDS[i] for i, _ in batch]
+        groups = [pids[j:j + 4] for j in range(0, 12, 4)]
+        assert all(len(set(g)) == 1 for g in groups)
+        assert len({g[0] for g in groups}) == 3
+    # identities with fewer than K images still appear (drawn with replacement)
+    seen = Counter(PIDS[i] for b in batches(s, 30) for i, _ in b)
+    assert seen["id0"] > 0 and seen["id1"] > 0
+
+
+def test_naive_uses_every_image_of_large_ids_and_balanced_every_id_once():
+    naive = NaiveIdentitySampler(PIDS, batch_size=4, num_instances=2, seed=0)
+    plan = naive.epoch_plan(0)
+    used = Counter(int(i) for b in plan for i in b)
+    # ids with >= K images are cut into floor(n / K) chunks of distinct images: 15 chunks + 1 padded id0
+    assert all(c == 1 for i, c in used.items() if PIDS[i] != "id0")
+    assert sum(used.values()) == 4 * len(plan) and 6 <= len(plan) <= 8
+    balanced = BalancedIdentitySampler(PIDS, batch_size=6, num_instances=2, seed=0)
+    epoch = balanced.epoch_plan(0)
+    assert len(epoch) == 9 // 3
+    assert sorted(PIDS[int(b[j])] for b in epoch for j in range(0, 6, 2)) == sorted(set(PIDS))
+
+
+@pytest.mark.parametrize("kind", [TrainingSampler, NaiveIdentitySampler, BalancedIdentitySampler])
+def test_two_ranks_split_each_global_batch(kind):
+    whole = batches(make(kind), 12)
+    r0 = batches(make(kind, rank=0, world_size=2), 12)
+    r1 = batches(make(kind, rank=1, world_size=2), 12)
+    for g, a, b in zip(whole, r0, r1):
+        assert a + b == g
+        if kind is not TrainingSampler:
+            assert not {PIDS[i] for i, _ in a} & {PIDS[i] for i, _ in b}
+
+
+@pytest.mark.parametrize("kind", [TrainingSampler, NaiveIdentitySampler, BalancedIdentitySampler])
+def test_deterministic_by_seed_and_exact_skip(kind):
+    full = batches(make(kind), 40)  # crosses several epochs
+    assert full == batches(make(kind), 40)
+    assert full != batches(make(kind, seed=6), 40)
+    for k in (1, 7, 23):
+        assert batches(make(kind, start_iter=k), 40 - k) == full[k:]
+        assert batches(make(kind, start_iter=k, rank=1, world_size=2), 3) == \
+            batches(make(kind, rank=1, world_size=2), k + 3)[k:]
+
+
+def test_bad_batch_arithmetic_is_a_clear_error():
+    with pytest.raises(ConfigError, match=r"SOLVER.IMS_PER_BATCH \(10\) must be divisible by DATALOADER.NUM_INSTANCE \(4\)"):
+        NaiveIdentitySampler(PIDS, batch_size=10, num_instances=4, seed=0)
+    with pytest.raises(ConfigError, match=r"identities per batch must be divisible by the number of processes \(2\)"):
+        BalancedIdentitySampler(PIDS, batch_size=12, num_instances=4, seed=0, world_size=2)
+    with pytest.raises(ConfigError, match=r"SOLVER.IMS_PER_BATCH \(9\) must be divisible by the number of processes \(2\)"):
+        TrainingSampler(len(PIDS), batch_size=9, seed=0, world_size=2)
+    with pytest.raises(ConfigError, match="needs at least .* 10 identities, the training set has 9"):
+        NaiveIdentitySampler(PIDS, batch_size=20, num_instances=2, seed=0)
+
+
+def test_inference_sampler_contiguous_shards():
+    shards = [list(InferenceSampler(10, r, 3)) for r in range(3)]
+    assert shards == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert list(InferenceSampler(2, 2, 3)) == [] and len(InferenceSampler(10, 0, 1)) == 10
