@@ -55,6 +55,10 @@ def test_nonlocal_positions_r50_and_r101():
     assert r50.nl_positions == [[], [2, 3], [3, 4, 5], []]
     assert r101.nl_positions == [[], [2, 3], list(range(14, 23)), []]
     assert not any("NL" in k for k in ResNet("34x", with_nl=True).state_dict())
+    # stem 6, 13 IBN bottlenecks x 20, 3 plain x 18, 4 downsamples x 6, 5 non-local x 13
+    assert len(ResNet("50x", with_ibn=True, with_nl=True).state_dict()) == 6 + 13 * 20 + 3 * 18 + 4 * 6 + 5 * 13
+    # basic blocks: 6 IBN x 14, 2 plain x 12, downsamples only in layers 2-4 (layer1 keeps 64 channels)
+    assert len(ResNet("18x", with_ibn=True).state_dict()) == 6 + 6 * 14 + 2 * 12 + 3 * 6
 
 
 @pytest.mark.parametrize("depth,channels", [("18x", 512), ("34x", 512), ("50x", 2048), ("101x", 2048)])
@@ -118,11 +122,18 @@ def test_nonlocal_forward_equals_direct_computation():
 def test_frozen_bn_stays_frozen_and_se_adds_keys():
     model = ResNet("18x", norm="FrozenBN", with_se=True)
     model.train()
-    frozen = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
-    assert frozen and all(not m.training and not m.weight.requires_grad for m in frozen)
-    before = model.bn1.running_mean.clone()
+    frozen = model.bn1
+    assert isinstance(frozen, FrozenBatchNorm2d) and not list(frozen.parameters())
+    assert sorted(frozen.state_dict()) == sorted(nn.BatchNorm2d(64).state_dict())
+    frozen.running_mean.normal_()
+    frozen.weight.normal_()
+    x = torch.randn(2, 64, 3, 3)
+    expected = (x - frozen.running_mean.view(1, -1, 1, 1)) / torch.sqrt(frozen.running_var.view(1, -1, 1, 1) + 1e-5)
+    assert torch.allclose(frozen(x), expected * frozen.weight.view(1, -1, 1, 1), atol=1e-5)
+    before = frozen.running_mean.clone()
     model(torch.randn(2, 3, 32, 32))
     assert torch.equal(model.bn1.running_mean, before)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     sd = model.state_dict()
     assert sd["layer1.0.se.fc.0.weight"].shape == (4, 64) and sd["layer1.0.se.fc.2.weight"].shape == (64, 4)
 

@@ -143,6 +143,9 @@ def test_zero_classes_builds_for_eval_and_training_with_ce_names_the_key():
     cfg.MODEL.LOSSES.NAME = ("TripletLoss",)
     losses = build_model(cfg).train()({"images": images, "targets": torch.tensor([0, 0, 1, 1])})
     assert set(losses) == {"loss_triplet"}
+    cfg.MODEL.HEADS.NUM_CLASSES = 2  # a classifier without classification loss is kept but not trained
+    model = build_model(cfg)
+    assert "heads.weight" in model.state_dict() and not model.heads.weight.requires_grad
 
 
 def test_feat_dim_mismatch_and_unknown_names_are_reported():

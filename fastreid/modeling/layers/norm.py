@@ -17,18 +17,30 @@ logger = logging.getLogger(__name__)
 NORM_NAMES = ("BN", "syncBN", "FrozenBN")
 
 
-class FrozenBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm whose statistics and affine parameters never change (always in eval mode)."""
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm with fixed statistics and affine terms, all stored as buffers.
 
-    def __init__(self, num_features: int, **kwargs) -> None:
-        super().__init__(num_features, **kwargs)
-        self.weight.requires_grad_(False)
-        self.bias.requires_grad_(False)
-        super().train(False)
+    Buffers rather than parameters keep it out of optimizers, SyncBN conversion and precise-BN
+    recomputation, while the keys match ``nn.BatchNorm2d`` so BN checkpoints load.
+    """
 
-    def train(self, mode: bool = True) -> "FrozenBatchNorm2d":
-        # Frozen statistics: ignore train(True) so running_mean/var are used and never updated.
-        return super().train(False)
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
 
 
 def get_norm(norm: str, num_features: int, bias_freeze: bool = False) -> nn.Module:

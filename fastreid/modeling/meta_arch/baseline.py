@@ -44,6 +44,10 @@ class Baseline(nn.Module):
             raise ValueError(f"Unknown MODEL.LOSSES.NAME entries {unknown}; choose from {', '.join(LOSS_NAMES)}")
         self.loss_cfg = cfg.MODEL.LOSSES.clone()
         self.num_classes = cfg.MODEL.HEADS.NUM_CLASSES
+        classifier = getattr(self.heads, "weight", None)
+        if "CrossEntropyLoss" not in self.loss_names and isinstance(classifier, nn.Parameter):
+            # Kept for checkpoint compatibility but unused: DDP would stop on a parameter without gradient.
+            classifier.requires_grad_(False)
 
     @property
     def device(self) -> torch.device:
@@ -65,11 +69,13 @@ class Baseline(nn.Module):
         if not isinstance(batched_inputs, Mapping) or "targets" not in batched_inputs:
             raise ValueError("training needs a batch dict with 'targets' (call model.eval() to extract features)")
         targets = batched_inputs["targets"].to(self.device).long()
-        if "CrossEntropyLoss" in self.loss_names and self.num_classes <= 0:
+        use_classifier = "CrossEntropyLoss" in self.loss_names
+        if use_classifier and self.num_classes <= 0:
             raise ValueError("MODEL.HEADS.NUM_CLASSES is 0, so the model has no classifier for CrossEntropyLoss: "
                              "set it to the number of training identities before build_model (the trainer does "
                              "this from the training set)")
-        outputs = self.heads(features, targets)
+        # Without a classification loss the head skips the logits, so DDP sees no unused parameter branch.
+        outputs = self.heads(features, targets if use_classifier else None)
         return self.losses(outputs, targets)
 
     def losses(self, outputs: Dict[str, Any], targets: torch.Tensor) -> Dict[str, torch.Tensor]:
