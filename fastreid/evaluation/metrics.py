@@ -21,7 +21,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .search import DEFAULT_CHUNK_BYTES, pairwise_scores, rows_per_chunk, topk_stable
+from .search import DEFAULT_CHUNK_BYTES, default_device, pairwise_scores, rows_per_chunk, topk_stable
 
 
 @dataclass
@@ -52,26 +52,25 @@ def positive_ranks(scores: torch.Tensor, pos_idx: torch.Tensor) -> torch.Tensor:
     valid = pos_idx >= 0
     p = pos_idx.shape[1]
     if p == 0:
-        return torch.zeros(c, 0, dtype=torch.int64)
+        return torch.zeros(c, 0, dtype=torch.int64, device=scores.device)
     pos_scores = scores.gather(1, pos_idx.clamp(min=0))
     pos_scores = torch.where(valid, pos_scores, torch.full_like(pos_scores, float("inf")))
     sorted_scores, perm = torch.sort(pos_scores, dim=1)
     sorted_scores = sorted_scores.contiguous()
     # n_less[r, x] = number of positives scoring strictly below item x.
     n_less = torch.searchsorted(sorted_scores, scores)
-    hist = torch.zeros(c, p + 1, dtype=torch.int64).scatter_add_(1, n_less, torch.ones_like(n_less))
+    hist = torch.zeros(c, p + 1, dtype=torch.int64, device=scores.device).scatter_add_(1, n_less, torch.ones_like(n_less))
     # Items above sorted positive j are those with n_less > j: a suffix sum of the histogram.
     above = hist.flip(1).cumsum(1).flip(1)[:, 1:]
     ranks_sorted = 1 + above
     n_le = torch.searchsorted(sorted_scores, scores, right=True)
     tied = (n_le - n_less).sum(1) > valid.sum(1)
     ranks = torch.zeros_like(ranks_sorted).scatter_(1, perm, ranks_sorted)
-    positions = torch.arange(g)
+    positions = torch.arange(g, device=scores.device)
     for r in torch.nonzero(tied).flatten().tolist():
-        # Rare exact ties: count equal-score items of lower index one positive at a time.
-        for j in torch.nonzero(valid[r]).flatten().tolist():
-            i = int(pos_idx[r, j])
-            ranks[r, j] += int(((scores[r] == scores[r, i]) & (positions < i)).sum())
+        # Rare exact ties: count the equal-score items of lower index, one row (P x G) at a time.
+        equal = (scores[r][None, :] == pos_scores[r][:, None]) & (positions[None, :] < pos_idx[r][:, None])
+        ranks[r] += equal.sum(1)
     return torch.where(valid, ranks, torch.zeros_like(ranks))
 
 
@@ -109,10 +108,11 @@ def _group_positions(q_pids: np.ndarray, g_pids: np.ndarray) -> Tuple[np.ndarray
 
 def rank_positives_chunked(query: torch.Tensor, gallery: torch.Tensor, q_pids: Sequence, g_pids: Sequence,
                            q_camids: Optional[Sequence] = None, g_camids: Optional[Sequence] = None,
-                           metric: str = "cosine", topk: int = 0,
-                           chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Dict[str, np.ndarray]:
+                           metric: str = "cosine", topk: int = 0, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                           device: Optional[str] = None) -> Dict[str, np.ndarray]:
     """Positive ranks of every query (and optionally its top-k list), one query chunk at a time.
 
+    The chunks are scored on ``device`` (default: CUDA when available, else CPU).
     For ``metric="cosine"`` the features must already be L2-normalised. When camera ids are given,
     gallery items with the query's id *and* camera are dropped from the ranking (person re-id
     protocol); they are then neither positives nor competitors.
@@ -124,8 +124,9 @@ def rank_positives_chunked(query: torch.Tensor, gallery: torch.Tensor, q_pids: S
     if len(q_pids) != query.shape[0] or len(g_pids) != gallery.shape[0]:
         raise ValueError(f"{len(q_pids)} query ids for {query.shape[0]} features or "
                          f"{len(g_pids)} gallery ids for {gallery.shape[0]} features")
-    gal = gallery.float()
-    return rank_positives(lambda s, e: pairwise_scores(query[s:e], gal, metric), query.shape[0],
+    dev = torch.device(device or default_device())
+    gal = gallery.to(dev, torch.float32)
+    return rank_positives(lambda s, e: pairwise_scores(query[s:e].to(dev), gal, metric), query.shape[0],
                           q_pids, g_pids, q_camids, g_camids, topk,
                           rows_per_chunk(gallery.shape[0], 48, chunk_bytes))
 
@@ -150,7 +151,7 @@ def rank_positives(score_rows: Callable[[int, int], torch.Tensor], num_query: in
     offs = np.arange(pmax)
     for s in range(0, nq, step):
         e = min(nq, s + step)
-        scores = score_rows(s, e).float().clone()
+        scores = score_rows(s, e).float()
         cnt = num_same[s:e]
         slot = starts[s:e, None] + offs[None, :]
         same = np.where(offs[None, :] < cnt[:, None], order[np.minimum(slot, max(ng - 1, 0))], -1)
@@ -158,13 +159,15 @@ def rank_positives(score_rows: Callable[[int, int], torch.Tensor], num_query: in
         if filt:
             junk = (same >= 0) & (gc[np.maximum(same, 0)] == qc[s:e, None])
             rows, cols = np.nonzero(junk)
-            scores[torch.from_numpy(rows), torch.from_numpy(same[rows, cols])] = float("-inf")
+            scores = scores.clone()  # score_rows may return a view of the caller's matrix
+            scores[torch.from_numpy(rows).to(scores.device),
+                   torch.from_numpy(same[rows, cols]).to(scores.device)] = float("-inf")
             pos = np.where(junk, -1, same)
-        out_ranks[s:e] = positive_ranks(scores, torch.from_numpy(pos)).numpy()
+        out_ranks[s:e] = positive_ranks(scores, torch.from_numpy(pos).to(scores.device)).cpu().numpy()
         out_num[s:e] = (pos >= 0).sum(1)
         if k:
             vals, idx = topk_stable(scores, k)
-            top_i[s:e], top_s[s:e] = idx.numpy(), vals.numpy()
+            top_i[s:e], top_s[s:e] = idx.cpu().numpy(), vals.cpu().numpy()
     result = {"ranks": out_ranks, "num_pos": out_num}
     if k:
         result.update(topk_idx=top_i, topk_scores=top_s)

@@ -32,6 +32,11 @@ except ImportError:  # pragma: no cover - exercised only where faiss is missing
     faiss = None
 
 
+def default_device() -> str:
+    """Where chunked torch code scores: the GPU when CUDA is available, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """Row-wise L2 normalisation in float32 (zero rows stay zero)."""
     return F.normalize(x.float(), p=2, dim=1)
@@ -87,20 +92,23 @@ def topk_stable(scores: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tenso
 
 
 def torch_knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str = "cosine",
-              chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Exact k-NN in query chunks (no ``Q x M`` matrix is ever held).
+              chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+              device: Optional[str] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Exact k-NN in query chunks on ``device`` (default: CUDA if available); no ``Q x M`` matrix is held.
 
     Returns:
-        (scores, indices), each ``Q x k``, best first; indices are int64 rows of ``database``.
+        (scores, indices), each ``Q x k`` on the CPU, best first; indices are int64 rows of ``database``.
     """
+    dev = torch.device(device or default_device())
     k = min(k, database.shape[0])
     out_s = torch.empty(query.shape[0], k, dtype=torch.float32)
     out_i = torch.empty(query.shape[0], k, dtype=torch.int64)
     step = rows_per_chunk(database.shape[0], 8, chunk_bytes)
-    db = database.float()
+    db = database.to(dev, torch.float32)
     for s in range(0, query.shape[0], step):
-        sims = pairwise_scores(query[s:s + step], db, metric)
-        out_s[s:s + step], out_i[s:s + step] = topk_stable(sims, k)
+        sims = pairwise_scores(query[s:s + step].to(dev), db, metric)
+        vals, idx = topk_stable(sims, k)
+        out_s[s:s + step], out_i[s:s + step] = vals.cpu(), idx.cpu()
     return out_s, out_i
 
 
@@ -151,7 +159,8 @@ def faiss_knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str =
     if gpu:
         importlib.import_module("faiss.contrib.torch_utils")  # lets faiss take torch tensors
 
-        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), torch.cuda.current_device(), index)
+        resources = faiss.StandardGpuResources()  # must outlive the GPU index: kept until return
+        index = faiss.index_cpu_to_gpu(resources, torch.cuda.current_device(), index)
         db = database.float().cuda().contiguous()
         qs = query.float().cuda().contiguous()
     else:
