@@ -10,6 +10,7 @@ from PIL import Image
 from fastreid.config import get_cfg
 from fastreid.data import ImageReadError, build_reid_test_loader, build_reid_train_loader
 from fastreid.data.build import _loader_kwargs
+from fastreid.utils.registry import DATASET_REGISTRY
 
 
 def write_lists(root, n_ids=6, per_id=3, size=24):
@@ -123,3 +124,26 @@ def test_worker_options():
     cfg.DATALOADER.PREFETCH_FACTOR = 5
     kw = _loader_kwargs(cfg)
     assert kw["persistent_workers"] is True and kw["prefetch_factor"] == 5 and kw["num_workers"] == 3
+
+
+@DATASET_REGISTRY.register()
+class PlainIntIdsForTest:
+    """A user dataset as in docs/extending.md: no base class, integer training ids."""
+
+    labeled = True
+
+    def __init__(self, root, cfg=None):
+        lines = open(os.path.join(root, "train.txt")).read().split("\n")
+        self.train = [(os.path.join(root, x.split()[0]), int(x.split()[1]), 0) for x in lines if x]
+        self.query, self.gallery = self.train[:2], self.train[2:]
+
+
+def test_combined_datasets_never_collide(tmp_path):
+    write_lists(str(tmp_path))
+    cfg = make_cfg(str(tmp_path))
+    cfg.DATASETS.NAMES = ("ListFileDataset", "PlainIntIdsForTest")
+    loader = build_reid_train_loader(cfg)
+    assert len(loader.dataset) == 36 and loader.dataset.num_classes == 12
+    assert "PlainIntIdsForTest_0" in loader.dataset.pid_dict and "ListFileDataset_0" in loader.dataset.pid_dict
+    test_loader, num_query = build_reid_test_loader(cfg, "PlainIntIdsForTest")
+    assert num_query == 2 and len(test_loader.dataset) == 18 and test_loader.dataset.labeled

@@ -26,6 +26,16 @@ def load_dataset(cfg: CfgNode, name: str) -> ImageDataset:
     return DATASET_REGISTRY.get(name)(root=datasets_root(cfg), cfg=cfg)
 
 
+def check_nonempty(ds: object, name: str, *splits: str) -> None:
+    """A clear error naming the dataset and split when a needed split has no images.
+
+    Works for any registered class (user datasets need not derive from ``ImageDataset``).
+    """
+    for split in splits:
+        if not getattr(ds, split, None):
+            raise ValueError(f"Dataset {name} (root {getattr(ds, 'root', '?')}): the {split} split is empty")
+
+
 def _loader_kwargs(cfg: CfgNode) -> Dict[str, Any]:
     """Worker options; persistent workers and prefetch only exist when there are workers."""
     workers = int(cfg.DATALOADER.NUM_WORKERS)
@@ -68,9 +78,10 @@ def build_reid_train_loader(cfg: CfgNode, start_iter: int = 0) -> DataLoader:
     origins: Dict[str, str] = {}
     for name in cfg.DATASETS.NAMES:
         ds = load_dataset(cfg, name)
-        ds.check_nonempty("train")
-        items += ds.train
-        origins.update(ds.origins)
+        check_nonempty(ds, name, "train")
+        # Integer ids of user datasets get the dataset prefix too, so that datasets never collide.
+        items += [(p, pid if isinstance(pid, str) else f"{name}_{pid}", cam) for p, pid, cam in ds.train]
+        origins.update(getattr(ds, "origins", {}))
     dataset = CommDataset(items, build_transforms(cfg, is_train=True), relabel=True,
                           grayscale=bool(cfg.INPUT.GRAYSCALE), origins=origins)
     seed = int(cfg.SEED) if int(cfg.SEED) >= 0 else int(comm.shared_random_seed())
@@ -90,9 +101,10 @@ def build_reid_test_loader(cfg: CfgNode, dataset_name: str) -> Tuple[DataLoader,
     is False for sets without ids (pids are then -1).
     """
     ds = load_dataset(cfg, dataset_name)
-    ds.check_nonempty("query", "gallery")
-    dataset = CommDataset(ds.query + ds.gallery, build_transforms(cfg, is_train=False), relabel=False,
-                          grayscale=bool(cfg.INPUT.GRAYSCALE), origins=ds.origins, labeled=ds.labeled)
+    check_nonempty(ds, dataset_name, "query", "gallery")
+    dataset = CommDataset(list(ds.query) + list(ds.gallery), build_transforms(cfg, is_train=False), relabel=False,
+                          grayscale=bool(cfg.INPUT.GRAYSCALE), origins=getattr(ds, "origins", {}),
+                          labeled=bool(getattr(ds, "labeled", True)))
     world, rank = comm.get_world_size(), comm.get_rank()
     batch = max(1, int(cfg.TEST.IMS_PER_BATCH) // world)
     batch_sampler = BatchSampler(InferenceSampler(len(dataset), rank, world), batch, drop_last=False)

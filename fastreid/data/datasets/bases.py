@@ -105,9 +105,3 @@ class ImageDataset:
                 setattr(self, split, kept)
         logger.info("%s: train %d images / %d ids, query %d, gallery %d", self.name, len(self.train),
                     len({it[1] for it in self.train}), len(self.query), len(self.gallery))
-
-    def check_nonempty(self, *splits: str) -> None:
-        """Raise a clear error when one of ``splits`` has no images."""
-        for split in splits:
-            if not getattr(self, split):
-                raise ValueError(f"Dataset {self.name} (root {self.root}): the {split} split is empty")
