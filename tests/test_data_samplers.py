@@ -56,9 +56,11 @@ def test_naive_uses_every_image_of_large_ids_and_balanced_every_id_once():
     naive = NaiveIdentitySampler(PIDS, batch_size=4, num_instances=2, seed=0)
     plan = naive.epoch_plan(0)
     used = Counter(int(i) for b in plan for i in b)
-    # ids with >= K images are cut into floor(n / K) chunks of distinct images: 15 chunks + 1 padded id0
-    assert all(c == 1 for i, c in used.items() if PIDS[i] != "id0")
-    assert sum(used.values()) == 4 * len(plan) and 6 <= len(plan) <= 8
+    # chunks per id (K = 2): [1, 1, 3, 1, 2, 2, 1, 3, 2]; rounds of 9, 5 and 2 chunks give 4 + 2 + 1 batches
+    assert len(plan) == 7 and sum(used.values()) == 4 * 7
+    assert all(c == 1 for i, c in used.items() if PIDS[i] != "id0")  # distinct images, id0 repeated
+    for b in plan:
+        assert PIDS[b[0]] != PIDS[b[2]]
     balanced = BalancedIdentitySampler(PIDS, batch_size=6, num_instances=2, seed=0)
     epoch = balanced.epoch_plan(0)
     assert len(epoch) == 9 // 3
