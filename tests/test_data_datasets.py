@@ -80,6 +80,25 @@ def test_deeppatent_test_set_both_locations(tmp_path):
         DeepPatentTest(root=str(tmp_path / "missing"))
 
 
+def test_lists_relative_to_patent_data_and_bare_test_names(tmp_path):
+    trn, vq, vdb = make_deeppatent(str(tmp_path))
+    data = tmp_path / "train_data"
+    for name in ("train_patent_trn.txt", "val_query_patent.txt", "val_db_patent.txt"):
+        lines = (data / name).read_text().splitlines()
+        write_list(str(data / name), [x[len("patent_data/"):] for x in lines])
+    ds = DeepPatent(root=str(tmp_path))
+    assert len(ds.train) == len(trn) and all(os.path.isfile(p) for p, _, _ in ds.train + ds.query + ds.gallery)
+
+    base = tmp_path / "codalab_test_set"
+    write_png(str(base / "queries" / "q0.png"))
+    write_png(str(base / "database" / "d0.png"))
+    write_list(str(base / "lists" / "test_queries.txt"), ["q0.png"])
+    write_list(str(base / "lists" / "test_database.txt"), ["d0.png"])
+    test = DeepPatentTest(root=str(tmp_path))
+    assert test.query[0][0] == str(base / "queries" / "q0.png")
+    assert test.gallery[0][0] == str(base / "database" / "d0.png")
+
+
 def test_image_folder_seeded_split(tmp_path):
     counts = [1, 2, 3, 4, 5, 2, 3, 6, 1, 4]
     for i, n in enumerate(counts):
@@ -164,7 +183,8 @@ def test_missing_and_unreadable_images_name_the_list_line(tmp_path):
     common = CommDataset(ds.train, origins=ds.origins)
     with pytest.raises(ImageReadError, match=r"Image not found: .*D00002\.png \(listed at .*train_patent_trn\.txt:2\)"):
         common[1]
-    with pytest.raises(ImageReadError, match=r"Cannot read image .*D00001\.png \(listed at .*train_patent_trn\.txt:4\)"):
+    bad = r"Cannot read image .*D00001\.png \(listed at .*train_patent_trn\.txt:4\)"
+    with pytest.raises(ImageReadError, match=bad):
         common[3]
 
 

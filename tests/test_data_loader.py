@@ -22,7 +22,8 @@ def write_lists(root, n_ids=6, per_id=3, size=24):
             os.makedirs(os.path.join(root, "imgs"), exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(os.path.join(root, rel))
             lines.append(f"{rel} {p}")
-    for name, sel in (("train", lines), ("query", lines[::per_id]), ("gallery", [x for i, x in enumerate(lines) if i % per_id])):
+    gallery = [x for i, x in enumerate(lines) if i % per_id]
+    for name, sel in (("train", lines), ("query", lines[::per_id]), ("gallery", gallery)):
         with open(os.path.join(root, f"{name}.txt"), "w") as f:
             f.write("\n".join(sel) + "\n")
     return lines
@@ -104,7 +105,8 @@ def test_test_loader_order_and_num_query(tmp_path):
     assert [int(t) for b in batches for t in b["targets"]] == [int(x.split()[1]) for x in lines[::3]] + \
         [int(x.split()[1]) for i, x in enumerate(lines) if i % 3]
     assert [len(b["img_paths"]) for b in batches] == [5, 5, 5, 3]
-    img = Image.open(os.path.join(str(tmp_path), expected[0])).convert("L").convert("RGB").resize((16, 16), Image.BICUBIC)
+    img = Image.open(os.path.join(str(tmp_path), expected[0])).convert("L").convert("RGB")
+    img = img.resize((16, 16), Image.BICUBIC)
     np.testing.assert_array_equal(batches[0]["images"][0].numpy(), np.asarray(img).transpose(2, 0, 1))
 
 

@@ -90,11 +90,13 @@ def test_deterministic_by_seed_and_exact_skip(kind):
 
 
 def test_bad_batch_arithmetic_is_a_clear_error():
-    with pytest.raises(ConfigError, match=r"SOLVER.IMS_PER_BATCH \(10\) must be divisible by DATALOADER.NUM_INSTANCE \(4\)"):
+    msg = r"SOLVER.IMS_PER_BATCH \(10\) must be divisible by DATALOADER.NUM_INSTANCE \(4\)"
+    with pytest.raises(ConfigError, match=msg):
         NaiveIdentitySampler(PIDS, batch_size=10, num_instances=4, seed=0)
     with pytest.raises(ConfigError, match=r"identities per batch must be divisible by the number of processes \(2\)"):
         BalancedIdentitySampler(PIDS, batch_size=12, num_instances=4, seed=0, world_size=2)
-    with pytest.raises(ConfigError, match=r"SOLVER.IMS_PER_BATCH \(9\) must be divisible by the number of processes \(2\)"):
+    msg = r"SOLVER.IMS_PER_BATCH \(9\) must be divisible by the number of processes \(2\)"
+    with pytest.raises(ConfigError, match=msg):
         TrainingSampler(len(PIDS), batch_size=9, seed=0, world_size=2)
     with pytest.raises(ConfigError, match="needs at least .* 10 identities, the training set has 9"):
         NaiveIdentitySampler(PIDS, batch_size=20, num_instances=2, seed=0)

@@ -52,7 +52,8 @@ def test_layout_lists_and_query_rule(tiny):
     vq = read_lines(os.path.join(data, "val_query_patent.txt"))
     vdb = read_lines(os.path.join(data, "val_db_patent.txt"))
     assert sorted(read_lines(os.path.join(data, "train_patent_val.txt"))) == sorted(vq + vdb)
-    assert (len(trn), len(vq), len(vdb)) == (counts["train_images"], counts["val_query_images"], counts["val_db_images"])
+    assert (len(trn), len(vq), len(vdb)) == (
+        counts["train_images"], counts["val_query_images"], counts["val_db_images"])
     for line in trn + vq + vdb:
         rel, label = line.split(" ")
         parts = rel.split("/")

@@ -53,7 +53,8 @@ class SyntheticSpec:
 
     def check(self) -> None:
         if self.num_patents < 3:
-            raise ValueError(f"num_patents must be >= 3 (train, val and test each need a patent), got {self.num_patents}")
+            raise ValueError(f"num_patents must be >= 3 (train, val and test each need a patent), "
+                             f"got {self.num_patents}")
         if self.image_size < 16:
             raise ValueError(f"image_size must be >= 16, got {self.image_size}")
         if not 1 <= self.min_views <= self.max_views <= 7:

@@ -62,6 +62,23 @@ def read_list(path: str, base_dir: Optional[str] = None, labeled: bool = True,
     return out
 
 
+def pick_base_dir(list_path: str, candidates: List[str]) -> str:
+    """The first folder of ``candidates`` in which the list's first path exists (else the first one).
+
+    Lets one dataset class accept lists written relative to different folders (e.g. DeepPatent
+    paths with or without the leading ``patent_data/``) at the cost of one file check.
+    """
+    first = None
+    if os.path.isfile(list_path):
+        with open(list_path, encoding="utf-8") as f:
+            first = next((line.split()[0] for line in f if line.strip()), None)
+    if first is not None:
+        for c in candidates:
+            if os.path.exists(os.path.join(c, first)):
+                return c
+    return candidates[0]
+
+
 class ImageDataset:
     """A retrieval dataset: ``train``, ``query`` and ``gallery`` lists of ``(img_path, pid, camid)``.
 

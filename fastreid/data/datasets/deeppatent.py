@@ -6,8 +6,8 @@ Expected layout under the datasets root::
     train_data/patent_data/<week>/<patent>/<sheet>.png
     test_data/codalab_test_set/{queries,database,lists}   (or codalab_test_set/ directly)
 
-List lines are ``<relative path> <label>``, paths relative to the list file's folder, labels
-numbered from 1 within each list.
+List lines are ``<relative path> <label>``, paths relative to the list file's folder (lists whose
+paths start below ``patent_data/`` are accepted too), labels numbered from 1 within each list.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Optional
 from fastreid.config import CfgNode
 from fastreid.utils.registry import DATASET_REGISTRY
 
-from .bases import ImageDataset, read_list
+from .bases import ImageDataset, pick_base_dir, read_list
 
 
 @DATASET_REGISTRY.register()
@@ -35,15 +35,19 @@ class DeepPatent(ImageDataset):
             raise FileNotFoundError(
                 f"DeepPatent: {lists['trn']} not found; set DATASETS.ROOT (or $FASTREID_DATASETS) to the "
                 f"folder that holds train_data/")
-        trn = read_list(lists["trn"], origins=self.origins)
+        bases = [data_dir, os.path.join(data_dir, "patent_data")]
+
+        def load(key: str):
+            return read_list(lists[key], pick_base_dir(lists[key], bases), origins=self.origins)
+
+        trn = load("trn")
         self.train = [(p, self.train_pid(label), cam) for p, label, cam in trn]
         if cfg is not None and cfg.DATASETS.COMBINEALL:
             # Labels restart at 1 in every list: shift the val labels past the train ones.
             offset = max((label for _, label, _ in trn), default=0)
-            val = read_list(lists["val"], origins=self.origins)
-            self.train += [(p, self.train_pid(label + offset), cam) for p, label, cam in val]
-        self.query = read_list(lists["query"], origins=self.origins)
-        self.gallery = read_list(lists["db"], origins=self.origins)
+            self.train += [(p, self.train_pid(label + offset), cam) for p, label, cam in load("val")]
+        self.query = load("query")
+        self.gallery = load("db")
         self.finish()
 
 
@@ -60,15 +64,17 @@ def find_codalab_root(root: str) -> str:
 @DATASET_REGISTRY.register()
 class DeepPatentTest(ImageDataset):
     """The challenge test set: ``lists/test_queries.txt`` and ``lists/test_database.txt`` hold paths
-    only (relative to ``codalab_test_set/``), so ids are -1 and ``labeled`` is False. No train split."""
+    only (relative to ``codalab_test_set/``, or bare names inside ``queries/`` and ``database/``), so
+    ids are -1 and ``labeled`` is False. No train split."""
 
     labeled = False
 
     def __init__(self, root: str = "", cfg: Optional[CfgNode] = None) -> None:
         super().__init__(root, cfg)
         base = find_codalab_root(self.root)
-        self.query = read_list(os.path.join(base, "lists", "test_queries.txt"), base_dir=base, labeled=False,
-                               origins=self.origins)
-        self.gallery = read_list(os.path.join(base, "lists", "test_database.txt"), base_dir=base,
-                                 labeled=False, origins=self.origins)
+        splits = (("query", "test_queries.txt", "queries"), ("gallery", "test_database.txt", "database"))
+        for split, name, folder in splits:
+            path = os.path.join(base, "lists", name)
+            base_dir = pick_base_dir(path, [base, os.path.join(base, folder)])
+            setattr(self, split, read_list(path, base_dir, labeled=False, origins=self.origins))
         self.finish()

@@ -75,6 +75,7 @@ def build_transforms(cfg: CfgNode, is_train: bool = True) -> T.Compose:
     if inp.REA.ENABLED:
         value = [float(v) for v in inp.REA.VALUE]
         if len(value) != 3 or not all(0.0 <= v <= 255.0 for v in value):
-            raise ConfigError(f"INPUT.REA.VALUE must be 3 numbers in 0..255 (one per channel), got {list(inp.REA.VALUE)}")
+            raise ConfigError(f"INPUT.REA.VALUE must be 3 numbers in 0..255 (one per channel), "
+                              f"got {list(inp.REA.VALUE)}")
         steps.append(T.RandomErasing(p=_prob(inp.REA.PROB, "INPUT.REA.PROB"), value=value))
     return T.Compose(steps)
