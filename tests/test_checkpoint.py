@@ -103,11 +103,12 @@ def _reference_format(model):
     return old
 
 
-@pytest.mark.parametrize("wrapped", [True, False])
-def test_reference_checkpoint_loads_with_no_missing_keys_and_same_features(tmp_path, caplog, wrapped):
-    cfg = _cfg("50x", classes=4, WITH_IBN=True, WITH_NL=True)
+@pytest.mark.parametrize("wrapped,depth", [(True, "101x"), (False, "50x")])
+def test_reference_checkpoint_loads_with_no_missing_keys_and_same_features(tmp_path, caplog, wrapped, depth):
+    cfg = _cfg(depth, classes=4, WITH_IBN=True, WITH_NL=True)
     source = _randomize(build_model(cfg))
     state = _reference_format(source)
+    assert len(state) == (834 if depth == "101x" else 416) + 2
     assert "module.heads.bnneck.weight" in state and "module.heads.classifier.weight" in state
     data = {"model": state, "optimizer": {"state": {}, "param_groups": []}, "iteration": 41} if wrapped else state
     torch.save(data, tmp_path / "reference.pth")

@@ -39,3 +39,21 @@ def test_config_builds_trains_and_extracts(path):
         feats = model.eval()(images)
     dim = cfg.MODEL.HEADS.EMBEDDING_DIM or cfg.MODEL.BACKBONE.FEAT_DIM
     assert feats.shape == (4, dim)
+
+
+def test_r50_ibn_nl_trains_under_bfloat16_autocast():
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "Base-SBS.yml"))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.BACKBONE.PRETRAIN = False
+    cfg.MODEL.BACKBONE.WITH_IBN = True
+    cfg.MODEL.HEADS.NUM_CLASSES = 3
+    cfg.MODEL.LOSSES.NAME = ("CrossEntropyLoss", "TripletLoss", "CircleLoss", "Cosface")
+    model = build_model(cfg)
+    images = torch.rand(4, 3, 64, 32) * 255
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model({"images": images, "targets": torch.tensor([0, 0, 1, 1])})
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)

@@ -10,11 +10,12 @@ from .norm import get_norm
 def non_local_aggregate(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """y_i = (1/N) sum_j (theta_i . phi_j) g_j for flattened maps ``B x C' x N``; returns ``B x C' x N``.
 
-    Evaluated as theta^T (phi g^T) / N: the same sum without the N x N affinity matrix, so memory and
-    time grow linearly with the number of positions.
+    Evaluated as theta^T ((phi / N) g^T): the same sum without the N x N affinity matrix, so memory and
+    time grow linearly with the number of positions. Dividing before the sum keeps it an average, which
+    stays in float16 range under autocast.
     """
     n = theta.size(-1)
-    context = torch.bmm(phi, g.transpose(1, 2)) / n  # B x C' x C': sum_j phi_j g_j^T / N
+    context = torch.bmm(phi / n, g.transpose(1, 2))  # B x C' x C': mean_j phi_j g_j^T
     return torch.bmm(context.transpose(1, 2), theta)
 
 
