@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fastreid.config import get_cfg
+from fastreid.config import ConfigError, get_cfg
 from fastreid.data import ImageReadError, build_reid_test_loader, build_reid_train_loader
 from fastreid.data.build import _loader_kwargs
 from fastreid.utils.registry import DATASET_REGISTRY
@@ -149,3 +149,24 @@ def test_combined_datasets_never_collide(tmp_path):
     assert "PlainIntIdsForTest_0" in loader.dataset.pid_dict and "ListFileDataset_0" in loader.dataset.pid_dict
     test_loader, num_query = build_reid_test_loader(cfg, "PlainIntIdsForTest")
     assert num_query == 2 and len(test_loader.dataset) == 18 and test_loader.dataset.labeled
+
+
+def test_bad_batch_config_fails_at_build_naming_keys(tmp_path):
+    write_lists(str(tmp_path))
+    cfg = make_cfg(str(tmp_path))
+    cfg.SOLVER.IMS_PER_BATCH = 5
+    with pytest.raises(ConfigError, match=r"SOLVER.IMS_PER_BATCH \(5\) .*DATALOADER.NUM_INSTANCE \(2\)"):
+        build_reid_train_loader(cfg)
+    cfg.SOLVER.IMS_PER_BATCH = 4
+    cfg.DATALOADER.SAMPLER_TRAIN = "RandomSampler"
+    with pytest.raises(ConfigError, match="DATALOADER.SAMPLER_TRAIN"):
+        build_reid_train_loader(cfg)
+
+
+def test_negative_seed_draws_a_seed(tmp_path):
+    write_lists(str(tmp_path))
+    cfg = make_cfg(str(tmp_path))
+    cfg.SEED = -1
+    loader = build_reid_train_loader(cfg)
+    assert 0 <= loader.batch_sampler.sampler.seed < 2 ** 31
+    assert next(iter(loader))["images"].shape == (4, 3, 16, 16)
