@@ -198,3 +198,24 @@ def test_missing_pretrain_path_and_offline_download_name_the_key(tmp_path, monke
     cfg.MODEL.BACKBONE.PRETRAIN_PATH = ""
     with pytest.raises(RuntimeError, match="MODEL.BACKBONE.PRETRAIN_PATH"):
         build_backbone(cfg)
+
+
+def test_download_by_url_into_the_hub_cache_once(tmp_path, monkeypatch):
+    tv_sd = torchvision.models.resnet18(weights=None).state_dict()
+    calls = []
+
+    def fake_download(url, dst, progress=True):
+        calls.append(url)
+        torch.save(tv_sd, dst)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    cfg = _cfg("18x", PRETRAIN=True)
+    first = build_backbone(cfg)
+    second = build_backbone(cfg)
+    assert calls == ["https://download.pytorch.org/models/resnet18-5c106cde.pth"]
+    assert (tmp_path / "hub" / "checkpoints" / "resnet18-5c106cde.pth").is_file()
+    for model in (first, second):
+        assert torch.equal(model.state_dict()["layer2.1.conv1.weight"], tv_sd["layer2.1.conv1.weight"])
+    cfg.MODEL.BACKBONE.WITH_SE = True  # no released SE ResNet18: the error asks for a local file
+    with pytest.raises(ValueError, match="MODEL.BACKBONE.PRETRAIN_PATH"):
+        build_backbone(cfg)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Tuple
 
 import torch
 from torch import nn
@@ -22,16 +22,17 @@ from ..layers import IBN
 logger = logging.getLogger(__name__)
 
 _IBN_RELEASE = "https://github.com/XingangPan/IBN-Net/releases/download/v1.0/"
-# (depth, with_ibn) -> release URL; other variants (SE) need MODEL.BACKBONE.PRETRAIN_PATH.
-PRETRAIN_URLS: Dict[tuple, str] = {
-    ("18x", False): "https://download.pytorch.org/models/resnet18-5c106cde.pth",
-    ("34x", False): "https://download.pytorch.org/models/resnet34-333f7ec4.pth",
-    ("50x", False): "https://download.pytorch.org/models/resnet50-19c8e357.pth",
-    ("101x", False): "https://download.pytorch.org/models/resnet101-5d3b4d8f.pth",
-    ("18x", True): _IBN_RELEASE + "resnet18_ibn_a-2f571257.pth",
-    ("34x", True): _IBN_RELEASE + "resnet34_ibn_a-94bc1577.pth",
-    ("50x", True): _IBN_RELEASE + "resnet50_ibn_a-d9d0bb7b.pth",
-    ("101x", True): _IBN_RELEASE + "resnet101_ibn_a-59ea0ac6.pth",
+# (depth, with_ibn, with_se) -> release URL; other variants need MODEL.BACKBONE.PRETRAIN_PATH.
+PRETRAIN_URLS: Dict[Tuple[str, bool, bool], str] = {
+    ("18x", False, False): "https://download.pytorch.org/models/resnet18-5c106cde.pth",
+    ("34x", False, False): "https://download.pytorch.org/models/resnet34-333f7ec4.pth",
+    ("50x", False, False): "https://download.pytorch.org/models/resnet50-19c8e357.pth",
+    ("101x", False, False): "https://download.pytorch.org/models/resnet101-5d3b4d8f.pth",
+    ("18x", True, False): _IBN_RELEASE + "resnet18_ibn_a-2f571257.pth",
+    ("34x", True, False): _IBN_RELEASE + "resnet34_ibn_a-94bc1577.pth",
+    ("50x", True, False): _IBN_RELEASE + "resnet50_ibn_a-d9d0bb7b.pth",
+    ("101x", True, False): _IBN_RELEASE + "resnet101_ibn_a-59ea0ac6.pth",
+    ("101x", True, True): _IBN_RELEASE + "se_resnet101_ibn_a-fabed4e2.pth",
 }
 
 
@@ -59,7 +60,7 @@ def resolve_pretrain_path(cfg) -> str:
         if not os.path.isfile(bb.PRETRAIN_PATH):
             raise FileNotFoundError(f"MODEL.BACKBONE.PRETRAIN_PATH {bb.PRETRAIN_PATH!r} does not exist")
         return bb.PRETRAIN_PATH
-    url = PRETRAIN_URLS.get((bb.DEPTH, bool(bb.WITH_IBN))) if not bb.WITH_SE else None
+    url = PRETRAIN_URLS.get((bb.DEPTH, bool(bb.WITH_IBN), bool(bb.WITH_SE)))
     if url is None:
         raise ValueError(f"No known ImageNet weights for DEPTH {bb.DEPTH} IBN {bb.WITH_IBN} SE {bb.WITH_SE}: "
                          "set MODEL.BACKBONE.PRETRAIN_PATH to a local file or MODEL.BACKBONE.PRETRAIN False")
