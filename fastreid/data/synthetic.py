@@ -115,7 +115,7 @@ def _render_patent(job: Tuple[int, int, dict, List[str], List[str], int]) -> Non
     for view, path in zip(views, paths):
         img = render_view(mesh, view, size, margin=float(rng.uniform(0.04, 0.12)), yaw=yaw, pitch=pitch)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        Image.fromarray(img, mode="L").save(path, optimize=False)
+        Image.fromarray(img).save(path)
 
 
 def _write_lines(path: str, lines: List[str]) -> None:
