@@ -83,7 +83,10 @@ def _train_one(cfg: CfgNode, args: argparse.Namespace, resume: bool) -> Dict[str
     default_setup(cfg, args)
     trainer = DefaultTrainer(cfg)
     trainer.resume_or_load(resume=resume)
-    return trainer.train()
+    results = trainer.train()
+    # Rank 0 writes the final checkpoint; nobody reads it before it is there.
+    comm.synchronize()
+    return results
 
 
 def train_main(args: argparse.Namespace) -> Dict[str, Any]:

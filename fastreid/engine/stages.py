@@ -87,9 +87,12 @@ def run_stages(config_file: str, opts: Sequence[str], resume: bool,
     """
     stages = plan_stages(config_file, opts)
     # Build every stage's config first so that a bad key fails before any training.
-    cfgs = [stage_config(st, opts, stages[st.index - 1] if st.index > 0 else None) for st in stages]
-    for st, cfg in zip(stages, cfgs):
+    for st in stages:
+        stage_config(st, opts, stages[st.index - 1] if st.index > 0 else None)
+    for st in stages:
         previous = stages[st.index - 1] if st.index > 0 else None
+        # Built again now: which weights the previous stage left is only known once it has run.
+        cfg = stage_config(st, opts, previous)
         if resume and stage_finished(st.output_dir):
             log(f"Stage {st.index} ({os.path.basename(st.config_file)}) already finished in {st.output_dir}; skipped")
             continue

@@ -4,6 +4,7 @@ Override the ``build_*`` class methods in a subclass to change one part; the loo
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections import OrderedDict
@@ -135,13 +136,20 @@ class DefaultTrainer(SimpleTrainer):
             ret.append(hooks.PreciseBN(
                 self.module, lambda: _DeviceIter(self.build_train_loader(bn_cfg), self._to_device),
                 cfg.TEST.PRECISE_BN.NUM_ITER, cfg.TEST.EVAL_PERIOD))
-        eval_hook = hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(self.cfg, self.module), self.module)
+        eval_hook = hooks.EvalHook(cfg.TEST.EVAL_PERIOD, self._evaluate, self.module)
         ret.append(eval_hook)
         ret.append(hooks.PeriodicCheckpointer(self.checkpointer, self.module, cfg.SOLVER.CHECKPOINT_PERIOD,
                                               eval_hook, self._best_metric))
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
         return ret
+
+    def _evaluate(self) -> Dict[str, Any]:
+        # Without broadcast_buffers every process has its own BN statistics: evaluate (and save) rank 0's.
+        if comm.get_world_size() > 1:
+            for buf in self.module.buffers():
+                torch.distributed.broadcast(buf, 0)
+        return self.test(self.cfg, self.module)
 
     def build_writers(self) -> List[EventWriter]:
         """Console line, ``OUTPUT_DIR/metrics.json`` and tensorboard events in ``OUTPUT_DIR``."""
@@ -210,8 +218,12 @@ class DefaultTrainer(SimpleTrainer):
                     logger.warning("NORM syncBN needs CUDA; keeping per-process BatchNorm on CPU")
             # Frozen layers produce no gradients during the first iterations.
             find_unused = bool(cfg.MODEL.FREEZE_LAYERS) and cfg.SOLVER.FREEZE_ITERS > 0
+            # BN statistics stay per process during training (as in fast-reid); rank 0's are evaluated and saved.
+            no_buffer_sync = ({"forward_sync_buffers": False}
+                              if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                              else {"broadcast_buffers": False})
             model = DistributedDataParallel(model, device_ids=[comm.get_local_rank()] if on_cuda else None,
-                                            broadcast_buffers=False, find_unused_parameters=find_unused)
+                                            find_unused_parameters=find_unused, **no_buffer_sync)
         if cfg.SOLVER.COMPILE:
             model = torch.compile(model)
         return model
