@@ -57,7 +57,7 @@ def test_plan_resolves_paths_relative_to_the_listing_file(stage_files):
     cfg_file, out = stage_files
     stages = plan_stages(cfg_file, ["OUTPUT_DIR", str(out / "x")])
     assert [os.path.basename(s.config_file) for s in stages] == ["first.yml", "second.yml"]
-    assert [s.output_dir for s in stages] == [str(out / "x" / "stage0_first"), str(out / "x" / "stage1_second")]
+    assert [s.output_dir for s in stages] == [str(out / "x" / "stage1_first"), str(out / "x" / "stage2_second")]
 
 
 def test_missing_stage_file_names_it(tmp_path):
@@ -71,29 +71,29 @@ def test_two_stages_hand_over_best_model_and_apply_overrides(stage_files):
     log = []
     run_stages(cfg_file, ["SOLVER.WEIGHT_DECAY", "0.0"], resume=False, run_one=_runner(log))
     (cfg0, start0, _), (cfg1, start1, init1) = log
-    assert cfg0.OUTPUT_DIR == str(out / "stage0_first") and cfg1.OUTPUT_DIR == str(out / "stage1_second")
+    assert cfg0.OUTPUT_DIR == str(out / "stage1_first") and cfg1.OUTPUT_DIR == str(out / "stage2_second")
     assert cfg0.SOLVER.WEIGHT_DECAY == 0.0 and cfg1.SOLVER.WEIGHT_DECAY == 0.0
-    assert cfg1.MODEL.WEIGHTS == str(out / "stage0_first" / "model_best.pth")
+    assert cfg1.MODEL.WEIGHTS == str(out / "stage1_first" / "model_best.pth")
     assert cfg1.MODEL.BACKBONE.PRETRAIN is False
     assert cfg1.SOLVER.BASE_LR == 0.001 and start0 == start1 == 0
     best0 = torch.load(cfg1.MODEL.WEIGHTS, weights_only=True)["model"]
     assert torch.equal(init1, best0["heads.weight"])  # stage 2 starts from stage 1's best model
-    assert os.path.isfile(out / "stage1_second" / "model_final.pth")
+    assert os.path.isfile(out / "stage2_second" / "model_final.pth")
 
 
 def test_without_evaluation_the_final_model_is_handed_over(stage_files):
     cfg_file, out = stage_files
     log = []
     run_stages(cfg_file, ["TEST.EVAL_PERIOD", "0"], resume=False, run_one=_runner(log, _NoEval))
-    assert log[1][0].MODEL.WEIGHTS == str(out / "stage0_first" / "model_final.pth")
-    assert previous_stage_weights(str(out / "stage1_second")).endswith("model_final.pth")
+    assert log[1][0].MODEL.WEIGHTS == str(out / "stage1_first" / "model_final.pth")
+    assert previous_stage_weights(str(out / "stage2_second")).endswith("model_final.pth")
 
 
 def test_resume_skips_finished_stage_and_resumes_running_one(stage_files):
     cfg_file, out = stage_files
     run_stages(cfg_file, [], resume=False, run_one=_runner([]))
     # Pretend stage 1 was interrupted after its first epoch (its last checkpoint is model_0000).
-    s1 = out / "stage1_second"
+    s1 = out / "stage2_second"
     os.remove(s1 / "model_final.pth")
     _write(s1 / "last_checkpoint", "model_0000.pth")
     log = []

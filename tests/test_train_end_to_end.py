@@ -53,7 +53,7 @@ def _args(*argv):
 def test_two_stages_then_test_tool_writes_and_scores_result(tiny):
     base, data = tiny
     train_main(_args("--config-file", str(base / "cfgs" / "both.yml")))
-    s0, s1 = base / "runs" / "stage0_small", base / "runs" / "stage1_large"
+    s0, s1 = base / "runs" / "stage1_small", base / "runs" / "stage2_large"
     for d in (s0, s1):
         assert {"model_best.pth", "model_final.pth", "metrics.json", "config.yaml", "last_checkpoint"} <= set(
             os.listdir(d))

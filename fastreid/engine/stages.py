@@ -1,6 +1,6 @@
 """Several training stages as one command: a config whose top-level ``STAGES`` lists stage configs.
 
-Stage ``i`` runs in ``OUTPUT_DIR/stage{i}_<config stem>``; stage ``i+1`` starts from stage ``i``'s
+Stage ``i`` (counted from 1) runs in ``OUTPUT_DIR/stage{i}_<config stem>``; stage ``i+1`` starts from stage ``i``'s
 ``model_best.pth`` (``model_final.pth`` when no evaluation ran) with ``MODEL.BACKBONE.PRETRAIN False``.
 Command-line overrides apply to every stage. With ``--resume`` finished stages (``model_final.pth``
 present) are skipped and the running one resumes.
@@ -52,7 +52,7 @@ def plan_stages(config_file: str, opts: Sequence[str]) -> List[Stage]:
         if has_stages(path):
             raise ConfigError(f"{config_file}: STAGES[{i}] ({ref}) lists stages itself; nesting is not supported")
         stem = os.path.splitext(os.path.basename(path))[0]
-        stages.append(Stage(i, path, os.path.join(cfg.OUTPUT_DIR, f"stage{i}_{stem}")))
+        stages.append(Stage(i, path, os.path.join(cfg.OUTPUT_DIR, f"stage{i + 1}_{stem}")))
     return stages
 
 
