@@ -59,12 +59,13 @@ def positive_ranks(scores: torch.Tensor, pos_idx: torch.Tensor) -> torch.Tensor:
     sorted_scores = sorted_scores.contiguous()
     # n_less[r, x] = number of positives scoring strictly below item x.
     n_less = torch.searchsorted(sorted_scores, scores)
-    hist = torch.zeros(c, p + 1, dtype=torch.int64, device=scores.device).scatter_add_(1, n_less, torch.ones_like(n_less))
+    ones = torch.ones(1, 1, dtype=torch.int64, device=scores.device).expand_as(n_less)
+    hist = torch.zeros(c, p + 1, dtype=torch.int64, device=scores.device).scatter_add_(1, n_less, ones)
     # Items above sorted positive j are those with n_less > j: a suffix sum of the histogram.
     above = hist.flip(1).cumsum(1).flip(1)[:, 1:]
     ranks_sorted = 1 + above
-    n_le = torch.searchsorted(sorted_scores, scores, right=True)
-    tied = (n_le - n_less).sum(1) > valid.sum(1)
+    num_equal = torch.searchsorted(sorted_scores, scores, right=True).sum(1) - n_less.sum(1)
+    tied = num_equal > valid.sum(1)
     ranks = torch.zeros_like(ranks_sorted).scatter_(1, perm, ranks_sorted)
     positions = torch.arange(g, device=scores.device)
     for r in torch.nonzero(tied).flatten().tolist():
@@ -108,7 +109,7 @@ def _group_positions(q_pids: np.ndarray, g_pids: np.ndarray) -> Tuple[np.ndarray
 
 def rank_positives_chunked(query: torch.Tensor, gallery: torch.Tensor, q_pids: Sequence, g_pids: Sequence,
                            q_camids: Optional[Sequence] = None, g_camids: Optional[Sequence] = None,
-                           metric: str = "cosine", topk: int = 0, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                           metric: str = "cosine", topk: int = 0, chunk_bytes: int = 2 * DEFAULT_CHUNK_BYTES,
                            device: Optional[str] = None) -> Dict[str, np.ndarray]:
     """Positive ranks of every query (and optionally its top-k list), one query chunk at a time.
 
@@ -128,7 +129,7 @@ def rank_positives_chunked(query: torch.Tensor, gallery: torch.Tensor, q_pids: S
     gal = gallery.to(dev, torch.float32)
     return rank_positives(lambda s, e: pairwise_scores(query[s:e].to(dev), gal, metric), query.shape[0],
                           q_pids, g_pids, q_camids, g_camids, topk,
-                          rows_per_chunk(gallery.shape[0], 48, chunk_bytes))
+                          rows_per_chunk(gallery.shape[0], 24, chunk_bytes))
 
 
 def rank_positives(score_rows: Callable[[int, int], torch.Tensor], num_query: int, q_pids: Sequence,
