@@ -1,5 +1,7 @@
 """ReidEvaluator end to end: metrics, result.npy, flip TTA, visualisation, and 2 gloo processes vs 1."""
+import contextlib
 import json
+import logging
 import os
 from html.parser import HTMLParser
 
@@ -13,8 +15,9 @@ from PIL import Image
 from torch import nn
 
 from fastreid.config import get_cfg
-from fastreid.evaluation import (DatasetEvaluator, ReidEvaluator, inference_on_dataset, metrics_table,
-                                 print_csv_format)
+from fastreid.evaluation import (DatasetEvaluator, ReidEvaluator, aqe_queries_only, dba, inference_on_dataset,
+                                 metrics_table, normalize, per_query_metrics, print_csv_format, rank_positives_chunked,
+                                 summarize)
 
 NQ, NG, DIM = 12, 40, 8
 
@@ -48,6 +51,20 @@ def _feed(evaluator, feats, pids, start=0, stop=None, batch=5, paths=None):
                            "img_paths": (paths or [f"img{i}.png" for i in range(len(feats))])[s:e]}, feats[s:e])
 
 
+@contextlib.contextmanager
+def _captured(caplog, name):
+    """Attach caplog's handler to ``name`` itself: the project logger may not propagate to root."""
+    logger = logging.getLogger(name)
+    old = logger.level
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(old)
+
+
 def _dense_metrics(q, g, q_pids, g_pids):
     sims = F.normalize(q, dim=1) @ F.normalize(g, dim=1).t()
     aps, ap10, first, inp = [], [], [], []
@@ -76,7 +93,7 @@ def test_labeled_metrics_match_dense_computation(tmp_path, caplog):
     assert res["metric"] == pytest.approx((res["mAP"] + res["Rank-1"]) / 2)
     table = metrics_table(res)
     assert "mAP@10" in table and f"{res['mAP']:.2f}" in table
-    with caplog.at_level("INFO", logger="fastreid.evaluation.testing"):
+    with _captured(caplog, "fastreid.evaluation.testing"):
         print_csv_format(res)
     assert "Rank-1" in caplog.text
 
@@ -217,3 +234,24 @@ def test_two_gloo_processes_equal_one(tmp_path):
         assert (single["mAP"] > 0) if labeled else single == {}
     np.testing.assert_array_equal(np.load(tmp_path / "ddp" / "result.npy"),
                                   np.load(tmp_path / "single" / "result.npy"))
+
+
+def test_dba_and_query_only_qe_wiring_and_ivf_submission(tmp_path, caplog):
+    feats, pids = _data(4)
+    cfg = _cfg(tmp_path, DBA__ENABLED=True, DBA__K=3, AQE__ENABLED=True, AQE__MODE="query", AQE__QE_K=4)
+    ev = ReidEvaluator(cfg, NQ)
+    _feed(ev, feats, pids)
+    res = ev.evaluate()
+    g = dba(feats[NQ:], 3, cfg.TEST.DBA.ALPHA)
+    q = aqe_queries_only(feats[:NQ], g, 1, 4, cfg.TEST.AQE.ALPHA)
+    ranked = rank_positives_chunked(normalize(q), normalize(g), pids[:NQ], pids[NQ:])
+    assert res["mAP"] == pytest.approx(summarize(per_query_metrics(ranked["ranks"], ranked["num_pos"]))["mAP"])
+    cfg = _cfg(tmp_path, SEARCH__BACKEND="faiss", SEARCH__INDEX="ivf", SEARCH__NLIST=4, SEARCH__NPROBE=4)
+    ev = ReidEvaluator(cfg, NQ, labeled=False)
+    _feed(ev, feats, np.full(NQ + NG, -1))
+    with _captured(caplog, "fastreid.evaluation"):
+        assert ev.evaluate() == {}
+    assert "recall@10 against exact search" in caplog.text and "result.npy" in caplog.text
+    sims = F.normalize(feats[:NQ], dim=1) @ F.normalize(feats[NQ:], dim=1).t()
+    expected = torch.argsort(sims, dim=1, descending=True, stable=True)[:, :10].numpy()
+    np.testing.assert_array_equal(np.load(tmp_path / "result.npy"), expected)  # a single list: exact
