@@ -168,7 +168,8 @@ class CommonMetricPrinter(EventWriter):
     def _eta(self, storage: EventStorage) -> str:
         it = storage.iter
         if storage.has("time"):
-            sec = storage.history("time").median(1000) * (self._max_iter - it - 1)
+            # The mean, not the median: slow steps (evaluation aside) are part of the remaining time too.
+            sec = storage.history("time").global_avg() * (self._max_iter - it - 1)
         elif self._last is not None and it > self._last[0]:
             sec = (time.perf_counter() - self._last[1]) / (it - self._last[0]) * (self._max_iter - it - 1)
         else:
