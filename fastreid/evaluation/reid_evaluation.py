@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -82,19 +82,21 @@ class ReidEvaluator(DatasetEvaluator):
         self.reset()
 
     def reset(self) -> None:
+        """Drop the features and ids collected so far."""
         self._features: List[torch.Tensor] = []
         self._pids: List[np.ndarray] = []
         self._camids: List[np.ndarray] = []
         self._paths: List[str] = []
 
     def process(self, inputs: Dict[str, Any], outputs: torch.Tensor) -> None:
+        """Keep a batch's features (on the CPU, as ``TEST.FEAT_DTYPE``), ids, cameras and paths."""
         self._features.append(outputs.detach().to("cpu", self._store_dtype))
         n = outputs.shape[0]
         self._pids.append(_to_numpy(inputs["targets"]) if "targets" in inputs else np.full(n, -1))
         self._camids.append(_to_numpy(inputs["camids"]) if "camids" in inputs else np.zeros(n, np.int64))
         self._paths.extend(inputs.get("img_paths", [""] * n))
 
-    def _gather(self):
+    def _gather(self) -> Tuple[torch.Tensor, np.ndarray, np.ndarray, List[str]]:
         """Features and ids of all ranks in rank order (contiguous shards restore dataset order)."""
         local = (torch.cat(self._features) if self._features else torch.empty(0, 0, dtype=self._store_dtype),
                  np.concatenate(self._pids) if self._pids else np.empty(0, np.int64),
@@ -108,19 +110,20 @@ class ReidEvaluator(DatasetEvaluator):
                 [path for p in parts for path in p[3]])
 
     def evaluate(self) -> Dict[str, float]:
+        """Metrics in percent (labeled), or ``{}`` after writing ``result.npy`` (unlabeled); ``{}`` off rank 0."""
         feats, pids, camids, paths = self._gather()
         if not comm.is_main_process():
             return {}
         nq = self.num_query
         if not 0 < nq < feats.shape[0]:
             raise ValueError(f"ReidEvaluator: num_query={nq} but {feats.shape[0]} features were gathered")
-        t = self.cfg.TEST
         query, gallery = self._post_process(feats[:nq].float(), feats[nq:].float())
         if not self.labeled:
             return self._write_submission(query, gallery, paths)
-        return self._metrics(query, gallery, pids, camids, paths, t)
+        return self._metrics(query, gallery, pids, camids, paths)
 
-    def _post_process(self, query: torch.Tensor, gallery: torch.Tensor):
+    def _post_process(self, query: torch.Tensor, gallery: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """DBA, then query expansion, then L2 normalisation for the cosine metric."""
         t = self.cfg.TEST
         backend = t.SEARCH.BACKEND
         if t.DBA.ENABLED:
@@ -134,7 +137,9 @@ class ReidEvaluator(DatasetEvaluator):
             query, gallery = normalize(query), normalize(gallery)
         return query, gallery
 
-    def _rerank(self, query: torch.Tensor, gallery: torch.Tensor, candidates: np.ndarray):
+    def _rerank(self, query: torch.Tensor, gallery: torch.Tensor,
+                candidates: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Re-ordered candidates and their scores (minus the re-ranked distance)."""
         r = self.cfg.TEST.RERANK
         dist, order = k_reciprocal_rerank(query, gallery, candidates, r.K1, r.K2, r.LAMBDA, self.cfg.TEST.METRIC)
         return order, -dist
@@ -162,7 +167,9 @@ class ReidEvaluator(DatasetEvaluator):
                                           idx[:, :k], scores[:, :k], range(min(t.VIS.NUM_QUERIES, nq)))
         return {}
 
-    def _metrics(self, query, gallery, pids, camids, paths, t) -> Dict[str, float]:
+    def _metrics(self, query: torch.Tensor, gallery: torch.Tensor, pids: np.ndarray, camids: np.ndarray,
+                 paths: List[str]) -> Dict[str, float]:
+        t = self.cfg.TEST
         nq = self.num_query
         q_pids, g_pids = pids[:nq], pids[nq:]
         filt = len(np.unique(camids)) > 1

@@ -67,24 +67,30 @@ def rows_per_chunk(num_columns: int, bytes_per_cell: int = 32, budget: int = DEF
     return max(1, budget // max(1, num_columns * bytes_per_cell))
 
 
+def _resort(scores: torch.Tensor, idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Order each row by (score desc, index asc); faiss leaves ties in heap order."""
+    order = torch.argsort(idx, dim=1)
+    idx, scores = idx.gather(1, order), scores.gather(1, order)
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    return scores.gather(1, order), idx.gather(1, order)
+
+
 def topk_stable(scores: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` of every row by descending score, ties by ascending index.
 
-    ``torch.topk`` does not order ties; rows whose k-th value also occurs outside the selection are
-    redone with a stable full sort, other rows only have their k entries re-sorted.
+    ``torch.topk`` does not order ties. One extra value per row tells whether the k-th score also
+    occurs outside the selection: only such rows are redone with a stable full sort; the others
+    just have their k entries re-sorted.
     """
-    k = min(k, scores.shape[1])
-    vals, idx = torch.topk(scores, k, dim=1)
-    # Re-sort the k entries by (score desc, index asc): sort by index, then stable sort by score.
-    order = torch.argsort(idx, dim=1)
-    idx = idx.gather(1, order)
-    vals = vals.gather(1, order)
-    order = torch.sort(vals, dim=1, descending=True, stable=True).indices
-    idx, vals = idx.gather(1, order), vals.gather(1, order)
-    if k == 0:
-        return vals, idx
-    kth = vals[:, -1:]
-    ambiguous = (scores == kth).sum(1) != (vals == kth).sum(1)
+    num = scores.shape[1]
+    k = min(k, num)
+    vals, idx = torch.topk(scores, min(k + 1, num), dim=1)
+    ambiguous = torch.zeros(len(vals), dtype=torch.bool, device=scores.device)
+    if k < num:
+        if k > 0:
+            ambiguous = vals[:, k] == vals[:, k - 1]
+        vals, idx = vals[:, :k], idx[:, :k]
+    vals, idx = _resort(vals, idx)
     for r in torch.nonzero(ambiguous).flatten().tolist():
         s = torch.sort(scores[r], descending=True, stable=True)
         vals[r], idx[r] = s.values[:k], s.indices[:k]
@@ -112,10 +118,6 @@ def torch_knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str =
     return out_s, out_i
 
 
-def faiss_available() -> bool:
-    return faiss is not None
-
-
 def _faiss_gpu_ready() -> bool:
     return faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0 \
         and torch.cuda.is_available()
@@ -123,14 +125,6 @@ def _faiss_gpu_ready() -> bool:
 
 def _faiss_metric(metric: str) -> int:
     return faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
-
-
-def _resort(scores: torch.Tensor, idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Order each row by (score desc, index asc); faiss leaves ties in heap order."""
-    order = torch.argsort(idx, dim=1)
-    idx, scores = idx.gather(1, order), scores.gather(1, order)
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    return scores.gather(1, order), idx.gather(1, order)
 
 
 def faiss_knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str = "cosine",
