@@ -202,3 +202,35 @@ def test_simple_trainer_rejects_eval_mode():
     model.eval()
     with pytest.raises(AssertionError, match="eval mode"):
         trainer.train(0, 1, 1)
+
+
+class _BNOnly(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = torch.nn.BatchNorm1d(3, momentum=0.5)
+
+    def forward(self, batch):
+        return self.bn(batch["x"])
+
+
+def test_precise_bn_is_the_plain_average_over_batches():
+    torch.manual_seed(0)
+    batches = [{"x": torch.randn(16, 3) * (i + 1) + i} for i in range(3)]
+    model = _BNOnly().train()
+    hooks.update_bn_stats(model, iter(batches), num_iter=3)
+    means = torch.stack([b["x"].mean(0) for b in batches])
+    variances = torch.stack([b["x"].var(0, unbiased=True) for b in batches])
+    assert torch.allclose(model.bn.running_mean, means.mean(0), atol=1e-5)
+    assert torch.allclose(model.bn.running_var, variances.mean(0), atol=1e-4)
+    assert model.bn.momentum == 0.5  # restored
+
+
+def test_launch_under_torchrun_env_with_one_process_runs_in_place(monkeypatch):
+    from fastreid.engine import launch
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    seen = []
+    launch(lambda x: seen.append(x), num_gpus_per_machine=4, args=(7,))  # env wins over --num-gpus
+    assert seen == [7]
