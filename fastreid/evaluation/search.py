@@ -127,47 +127,67 @@ def _faiss_metric(metric: str) -> int:
     return faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
 
 
+class FaissIndex:
+    """A faiss index over the database rows: exact (``"flat"``) or inverted-file (``"ivf"``).
+
+    On GPU (faiss built with GPU support and CUDA present) torch tensors are passed straight to faiss
+    through ``faiss.contrib.torch_utils``; the GPU resources live as long as the index. IVF lists are
+    capped so that each holds ~40 training points. ``nprobe`` can be changed between searches.
+    """
+
+    def __init__(self, database: torch.Tensor, metric: str = "cosine", index_type: str = "flat",
+                 nlist: int = 1024, nprobe: int = 32, use_gpu: Optional[bool] = None) -> None:
+        if faiss is None:
+            raise RuntimeError("TEST.SEARCH.BACKEND is 'faiss' but faiss is not installed; use 'torch'")
+        if index_type not in ("flat", "ivf"):
+            raise ValueError(f"TEST.SEARCH.INDEX must be 'flat' or 'ivf', got {index_type!r}")
+        self.metric = check_metric(metric)
+        self.size, dim = database.shape
+        self.gpu = _faiss_gpu_ready() if use_gpu is None else use_gpu
+        fmetric = _faiss_metric(metric)
+        if index_type == "flat":
+            index = faiss.IndexFlat(dim, fmetric)
+        else:
+            nlist = max(1, min(nlist, self.size // 39))
+            index = faiss.IndexIVFFlat(faiss.IndexFlat(dim, fmetric), dim, nlist, fmetric)
+        if self.gpu:
+            importlib.import_module("faiss.contrib.torch_utils")  # lets faiss take torch tensors
+            self._resources = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(self._resources, torch.cuda.current_device(), index)
+        db = self._prepare(database)
+        if index_type == "ivf":
+            index.train(db)
+        index.add(db)
+        self.index = index
+        self.is_ivf = index_type == "ivf"
+        if self.is_ivf:
+            self.nprobe = nprobe
+
+    @property
+    def nprobe(self) -> int:
+        return int(self.index.nprobe)
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        self.index.nprobe = value
+
+    def _prepare(self, x: torch.Tensor):
+        if self.gpu:
+            return x.float().cuda().contiguous()
+        return np.ascontiguousarray(x.float().numpy())
+
+    def search(self, query: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(scores, indices) ``Q x k`` on the CPU, best first, module score convention."""
+        dist, idx = self.index.search(self._prepare(query), min(k, self.size))
+        dist, idx = torch.as_tensor(dist).cpu().float(), torch.as_tensor(idx).cpu().long()
+        return _resort(dist if self.metric == "cosine" else -dist, idx)
+
+
 def faiss_knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str = "cosine",
               index_type: str = "flat", nlist: int = 1024, nprobe: int = 32,
               use_gpu: Optional[bool] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """k-NN with faiss: exact (``"flat"``) or inverted-file (``"ivf"``, approximate).
-
-    On GPU (faiss built with GPU support and CUDA present) torch tensors are passed straight to faiss
-    through ``faiss.contrib.torch_utils``. Scores follow the module convention (euclidean is minus
-    the squared distance). IVF lists are capped so that each holds ~40 training points.
-    """
-    if faiss is None:
-        raise RuntimeError("TEST.SEARCH.BACKEND is 'faiss' but faiss is not installed; use 'torch'")
-    check_metric(metric)
-    if index_type not in ("flat", "ivf"):
-        raise ValueError(f"TEST.SEARCH.INDEX must be 'flat' or 'ivf', got {index_type!r}")
-    k = min(k, database.shape[0])
-    dim = database.shape[1]
-    gpu = _faiss_gpu_ready() if use_gpu is None else use_gpu
-    fmetric = _faiss_metric(metric)
-    if index_type == "flat":
-        index = faiss.IndexFlat(dim, fmetric)
-    else:
-        nlist = max(1, min(nlist, database.shape[0] // 39))
-        index = faiss.IndexIVFFlat(faiss.IndexFlat(dim, fmetric), dim, nlist, fmetric)
-    if gpu:
-        importlib.import_module("faiss.contrib.torch_utils")  # lets faiss take torch tensors
-
-        resources = faiss.StandardGpuResources()  # must outlive the GPU index: kept until return
-        index = faiss.index_cpu_to_gpu(resources, torch.cuda.current_device(), index)
-        db = database.float().cuda().contiguous()
-        qs = query.float().cuda().contiguous()
-    else:
-        db = np.ascontiguousarray(database.float().numpy())
-        qs = np.ascontiguousarray(query.float().numpy())
-    if index_type == "ivf":
-        index.train(db)
-        index.nprobe = nprobe
-    index.add(db)
-    dist, idx = index.search(qs, k)
-    dist, idx = torch.as_tensor(dist).cpu().float(), torch.as_tensor(idx).cpu().long()
-    scores = dist if metric == "cosine" else -dist
-    return _resort(scores, idx)
+    """k-NN with a one-off :class:`FaissIndex` (scores: euclidean is minus the squared distance)."""
+    return FaissIndex(database, metric, index_type, nlist, nprobe, use_gpu).search(query, k)
 
 
 def knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str = "cosine", backend: str = "faiss",

@@ -47,7 +47,7 @@ def render_query_grid(query_path: str, result_paths: Sequence[str], scores: Sequ
     tiles = [(query_path, BLUE, "query")]
     for r, (p, s) in enumerate(zip(result_paths, scores)):
         colour = GREY if correct is None else (GREEN if correct[r] else RED)
-        tiles.append((p, colour, f"#{r + 1} {s:.3f}"))
+        tiles.append((p, colour, f"#{r + 1} | {s:.3f}"))
     for col, (path, colour, label) in enumerate(tiles):
         x, y = col * cell + _BORDER // 2, _TEXT_H
         draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour)
@@ -78,7 +78,7 @@ def write_retrieval_visualisation(out_dir: str, query_paths: Sequence[str], gall
         qi = int(qi)
         idx = np.asarray(topk_idx[qi])
         correct = [g_pids[j] == q_pids[qi] for j in idx] if labeled else None
-        title = f"query {qi}" + (f"  AP {100 * ap[qi]:.1f}%" if ap is not None else "")
+        title = f"query {qi}" + (f" | AP {100 * ap[qi]:.1f}%" if ap is not None else "")
         name = f"query_{qi}.png"
         render_query_grid(query_paths[qi], [gallery_paths[j] for j in idx], np.asarray(topk_scores[qi]),
                           correct, os.path.join(out_dir, name), thumb, title)
