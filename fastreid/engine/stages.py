@@ -94,12 +94,12 @@ def run_stages(config_file: str, opts: Sequence[str], resume: bool,
         # Built again now: which weights the previous stage left is only known once it has run.
         cfg = stage_config(st, opts, previous)
         if resume and stage_finished(st.output_dir):
-            log(f"Stage {st.index} ({os.path.basename(st.config_file)}) already finished in {st.output_dir}; skipped")
+            log(f"Stage {st.index + 1} ({os.path.basename(st.config_file)}) already finished in {st.output_dir}; skipped")
             continue
         if previous is not None and not os.path.isfile(cfg.MODEL.WEIGHTS):
             raise FileNotFoundError(f"Stage {st.index} needs {cfg.MODEL.WEIGHTS} from stage {previous.index}, "
                                     f"which is missing")
-        log(f"Stage {st.index}: {st.config_file} -> {st.output_dir}")
+        log(f"Stage {st.index + 1}: {st.config_file} -> {st.output_dir}")
         run_one(cfg, resume)
         # Rank 0 writes the checkpoints the next stage reads.
         comm.synchronize()
