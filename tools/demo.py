@@ -102,9 +102,9 @@ def main(argv: List[str] = None) -> int:
     start = time.perf_counter()
     model = build_eval_model(cfg)
     trained_dir = os.path.join(args.output, "final")
-    trained_cfg = final_cfg(cfg, trained_dir, vis=True)
-    trained = evaluate_model(trained_cfg, model, "DeepPatent", trained_dir)
-    evaluate_model(trained_cfg, model, "DeepPatentTest", trained_dir)
+    # The visualisation shows the worst validation queries, where right and wrong answers are known.
+    trained = evaluate_model(final_cfg(cfg, trained_dir, vis=True), model, "DeepPatent", trained_dir)
+    evaluate_model(final_cfg(cfg, trained_dir, vis=False), model, "DeepPatentTest", trained_dir)
     timings["evaluation"] = time.perf_counter() - start
 
     start = time.perf_counter()
