@@ -236,3 +236,13 @@ def test_launch_under_torchrun_env_with_one_process_runs_in_place(monkeypatch):
     seen = []
     launch(lambda x: seen.append(x), num_gpus_per_machine=4, args=(7,))  # env wins over --num-gpus
     assert seen == [7]
+
+
+def test_compile_keeps_checkpoint_keys_and_trains(tmp_path):
+    cfg = tiny_cfg(str(tmp_path), SOLVER__COMPILE=True, SOLVER__MAX_ITER=2, TEST__EVAL_PERIOD=0)
+    trainer = TinyTrainer(cfg)
+    before = _tensors(trainer.module)
+    trainer.train()
+    saved = torch.load(tmp_path / "model_final.pth", weights_only=True)["model"]
+    assert set(saved) == set(TinyReid().state_dict())  # no "_orig_mod." in the keys
+    assert not torch.equal(before["backbone.0.weight"], saved["backbone.0.weight"])

@@ -206,9 +206,16 @@ class DefaultTrainer(SimpleTrainer):
 
     @classmethod
     def wrap_model(cls, cfg: CfgNode, model: nn.Module) -> nn.Module:
-        """channels_last, SyncBN + DDP when several processes run, and torch.compile, as configured."""
+        """channels_last, torch.compile, SyncBN + DDP when several processes run, as configured.
+
+        ``SOLVER.COMPILE`` compiles the ``backbone`` in place (state_dict keys unchanged): the heads and
+        losses branch on data, and compiling through them broke the backward pass (torch 2.14, CPU).
+        """
         if cfg.SOLVER.CHANNELS_LAST:
             model = model.to(memory_format=torch.channels_last)
+        if cfg.SOLVER.COMPILE:
+            target = model.backbone if isinstance(getattr(model, "backbone", None), nn.Module) else model
+            target.compile()
         if comm.get_world_size() > 1:
             on_cuda = next(model.parameters()).is_cuda
             if "syncBN" in (cfg.MODEL.BACKBONE.NORM, cfg.MODEL.HEADS.NORM):
@@ -224,8 +231,6 @@ class DefaultTrainer(SimpleTrainer):
                               else {"broadcast_buffers": False})
             model = DistributedDataParallel(model, device_ids=[comm.get_local_rank()] if on_cuda else None,
                                             find_unused_parameters=find_unused, **no_buffer_sync)
-        if cfg.SOLVER.COMPILE:
-            model = torch.compile(model)
         return model
 
     @classmethod
