@@ -246,3 +246,15 @@ def test_compile_keeps_checkpoint_keys_and_trains(tmp_path):
     saved = torch.load(tmp_path / "model_final.pth", weights_only=True)["model"]
     assert set(saved) == set(TinyReid().state_dict())  # no "_orig_mod." in the keys
     assert not torch.equal(before["backbone.0.weight"], saved["backbone.0.weight"])
+
+
+def test_precise_bn_hook_recomputes_statistics_before_the_final_evaluation(tmp_path):
+    cfg = tiny_cfg(str(tmp_path), SOLVER__MAX_ITER=5, TEST__EVAL_PERIOD=0, TEST__PRECISE_BN__ENABLED=True,
+                   TEST__PRECISE_BN__NUM_ITER=3)
+    trainer = TinyTrainer(cfg)
+    trainer.train()
+    bn = trainer.module.backbone[1]
+    # Statistics were reset and averaged over exactly the 3 precise-BN batches; momentum is restored.
+    assert int(bn.num_batches_tracked) == 3 and bn.momentum == 0.1
+    saved = torch.load(tmp_path / "model_final.pth", weights_only=True)["model"]
+    assert torch.equal(saved["backbone.1.running_mean"], bn.running_mean)
