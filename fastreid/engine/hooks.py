@@ -169,6 +169,12 @@ def update_bn_stats(model: nn.Module, data_iter: Iterator, num_iter: int) -> Non
             bn.momentum = m
 
 
+def _epoch_period_due(trainer: Any, period: int) -> bool:
+    """True after every ``period``-th epoch except the last one (``after_train`` covers that)."""
+    last = trainer.iter + 1 >= trainer.max_iter
+    return period > 0 and (trainer.epoch + 1) % period == 0 and not last
+
+
 class PreciseBN(HookBase):
     """Before each evaluation (same period) recomputes BN statistics on ``num_iter`` training batches."""
 
@@ -192,8 +198,7 @@ class PreciseBN(HookBase):
             update_bn_stats(self.model, self._data_iter, self.num_iter)
 
     def after_epoch(self) -> None:
-        last = self.trainer.iter + 1 >= self.trainer.max_iter
-        if self.period > 0 and (self.trainer.epoch + 1) % self.period == 0 and not last:
+        if _epoch_period_due(self.trainer, self.period):
             self._run()
 
     def after_train(self) -> None:
@@ -242,8 +247,7 @@ class EvalHook(HookBase):
         comm.synchronize()
 
     def after_epoch(self) -> None:
-        last = self.trainer.iter + 1 >= self.trainer.max_iter
-        if self.period > 0 and (self.trainer.epoch + 1) % self.period == 0 and not last:
+        if _epoch_period_due(self.trainer, self.period):
             self._do_eval()
 
     def after_train(self) -> None:
