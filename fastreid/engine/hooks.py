@@ -169,13 +169,25 @@ def update_bn_stats(model: nn.Module, data_iter: Iterator, num_iter: int) -> Non
             bn.momentum = m
 
 
-def _epoch_period_due(trainer: Any, period: int) -> bool:
-    """True after every ``period``-th epoch except the last one (``after_train`` covers that)."""
-    last = trainer.iter + 1 >= trainer.max_iter
-    return period > 0 and (trainer.epoch + 1) % period == 0 and not last
+class _EpochPeriodicHook(HookBase):
+    """Calls ``_run()`` after every ``period``-th epoch (0: never) and once after a successful training."""
+
+    period: int = 0
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def after_epoch(self) -> None:
+        last = self.trainer.iter + 1 >= self.trainer.max_iter
+        if self.period > 0 and (self.trainer.epoch + 1) % self.period == 0 and not last:
+            self._run()
+
+    def after_train(self) -> None:
+        if not self.trainer.failed:
+            self._run()
 
 
-class PreciseBN(HookBase):
+class PreciseBN(_EpochPeriodicHook):
     """Before each evaluation (same period) recomputes BN statistics on ``num_iter`` training batches."""
 
     def __init__(self, model: nn.Module, data_loader_fn: Callable[[], Iterable], num_iter: int,
@@ -197,14 +209,6 @@ class PreciseBN(HookBase):
         with preserve_rng():
             update_bn_stats(self.model, self._data_iter, self.num_iter)
 
-    def after_epoch(self) -> None:
-        if _epoch_period_due(self.trainer, self.period):
-            self._run()
-
-    def after_train(self) -> None:
-        if not self.trainer.failed:
-            self._run()
-
 
 def _flatten_results(results: Dict[str, Any], prefix: str = "") -> Dict[str, float]:
     out: Dict[str, float] = {}
@@ -216,7 +220,7 @@ def _flatten_results(results: Dict[str, Any], prefix: str = "") -> Dict[str, flo
     return out
 
 
-class EvalHook(HookBase):
+class EvalHook(_EpochPeriodicHook):
     """Evaluates every ``period`` epochs and after the last iteration.
 
     ``eval_function()`` returns ``{dataset_name: {metric: value}}``; the values go to the event
@@ -232,7 +236,7 @@ class EvalHook(HookBase):
         self.latest: Dict[str, Any] = {}
         self.latest_iter = -1
 
-    def _do_eval(self) -> None:
+    def _run(self) -> None:
         if self.latest_iter == self.trainer.iter:
             return
         with preserve_rng():
@@ -245,14 +249,6 @@ class EvalHook(HookBase):
         if flat:
             self.trainer.storage.put_scalars(smoothing_hint=False, **flat)
         comm.synchronize()
-
-    def after_epoch(self) -> None:
-        if _epoch_period_due(self.trainer, self.period):
-            self._do_eval()
-
-    def after_train(self) -> None:
-        if not self.trainer.failed:
-            self._do_eval()
 
 
 def _score(results: Dict[str, Any]) -> Optional[float]:
