@@ -1,11 +1,14 @@
 """Install the ``fastreid`` package: ``pip install -e .[dev]`` (tests) or ``.[gpu]`` (faiss on GPU)."""
 from setuptools import find_packages, setup
 
+SERVE_REQUIRES = ["fastapi>=0.164", "uvicorn>=0.20", "python-multipart>=0.0.9"]
+
 setup(
     name="fastreid",
     version="0.1.0",
     description="Patent drawing retrieval (DeepPatent / DIRA) trained like person re-identification",
     packages=find_packages(include=["fastreid", "fastreid.*"]),
+    package_data={"fastreid.retrieval": ["static/*"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.1",
@@ -25,6 +28,8 @@ setup(
     extras_require={
         # The official faiss GPU wheels; uninstall faiss-cpu first so both do not provide `faiss`.
         "gpu": ["faiss-gpu-cu12>=1.8"],
-        "dev": ["pytest>=7.0", "pytest-timeout>=2.1"],
+        # The search page (tools/serve.py); fastapi 0.164 brought the request body limit it uses.
+        "serve": SERVE_REQUIRES,
+        "dev": ["pytest>=7.0", "pytest-timeout>=2.1", *SERVE_REQUIRES, "httpx>=0.24", "selenium>=4.11"],
     },
 )
