@@ -311,6 +311,17 @@ _C.TEST.AQE.QE_K = 5
 _C.TEST.AQE.ALPHA = 3.0
 # "all": expand queries and database together (reference); "query": expand queries only.
 _C.TEST.AQE.MODE = "all"
+# Choose QE_K/ALPHA on labeled test sets (or none when no pair beats no expansion) and apply the
+# recorded choice to unlabeled sets evaluated later; overrides ENABLED/QE_K/ALPHA.
+_C.TEST.AQE.AUTO = False
+# TEST.AQE.AUTO: candidate neighbour counts (the item itself included).
+_C.TEST.AQE.AUTO_K = (2, 3, 5, 10)
+# TEST.AQE.AUTO: candidate weight exponents.
+_C.TEST.AQE.AUTO_ALPHA = (0.0, 1.0, 2.0, 3.0)
+# TEST.AQE.AUTO: metric maximised: "mAP@10", "mAP" or "Rank-1".
+_C.TEST.AQE.AUTO_CRITERION = "mAP@10"
+# TEST.AQE.AUTO: the choice file (empty: OUTPUT_DIR/qe_choice.json).
+_C.TEST.AQE.AUTO_FILE = ""
 
 _C.TEST.DBA = CN()
 # Database-side augmentation: replace each database feature by the weighted mean of its neighbours.

@@ -1,7 +1,7 @@
 """``ReidEvaluator``: collects features and ids, then calls the pure functions of this package.
 
-Pipeline after extraction: optional DBA -> optional alpha-QE -> normalisation (cosine) -> exact
-metrics in query chunks (labeled sets) or top-k search and ``result.npy`` (unlabeled sets) ->
+Pipeline after extraction: optional DBA -> optional alpha-QE (fixed, or chosen by ``TEST.AQE.AUTO``)
+-> normalisation (cosine) -> exact metrics in query chunks (labeled sets) or top-k search and ``result.npy`` (unlabeled sets) ->
 optional k-reciprocal re-ranking of the top candidates -> optional visualisation.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 from ..utils import comm
 from .evaluator import DatasetEvaluator
 from .metrics import per_query_metrics, rank_positives_chunked, summarize
+from .qe_tuning import QEChoice, load_choice, save_choice, tune_query_expansion
 from .query_expansion import aqe, aqe_queries_only, dba
 from .rerank import k_reciprocal_rerank
 from .search import check_metric, knn, normalize, recall_against_exact, torch_knn
@@ -79,7 +80,17 @@ class ReidEvaluator(DatasetEvaluator):
         if cfg.TEST.AQE.MODE not in ("all", "query"):
             raise ValueError(f"TEST.AQE.MODE must be 'all' or 'query', got {cfg.TEST.AQE.MODE!r}")
         self._store_dtype = _FEAT_DTYPES[cfg.TEST.FEAT_DTYPE]
+        # TEST.AQE.AUTO: labeled sets choose the expansion, unlabeled ones apply the recorded choice,
+        # which is read here so that a missing choice fails before feature extraction.
+        self._qe_choice: Optional[QEChoice] = None
+        if cfg.TEST.AQE.AUTO and not labeled:
+            self._qe_choice = load_choice(self.qe_choice_path)
         self.reset()
+
+    @property
+    def qe_choice_path(self) -> str:
+        """Where ``TEST.AQE.AUTO`` records (labeled sets) and reads (unlabeled sets) its choice."""
+        return self.cfg.TEST.AQE.AUTO_FILE or os.path.join(self.output_dir, "qe_choice.json")
 
     def reset(self) -> None:
         """Drop the features and ids collected so far."""
@@ -117,22 +128,53 @@ class ReidEvaluator(DatasetEvaluator):
         nq = self.num_query
         if not 0 < nq < feats.shape[0]:
             raise ValueError(f"ReidEvaluator: num_query={nq} but {feats.shape[0]} features were gathered")
-        query, gallery = self._post_process(feats[:nq].float(), feats[nq:].float())
+        query, gallery = feats[:nq].float(), feats[nq:].float()
+        if self.cfg.TEST.DBA.ENABLED:
+            gallery = dba(gallery, self.cfg.TEST.DBA.K, self.cfg.TEST.DBA.ALPHA, self.cfg.TEST.SEARCH.BACKEND)
+        if self.cfg.TEST.AQE.AUTO and self.labeled:
+            self._qe_choice = self._tune_qe(query, gallery, pids, camids)
+        query, gallery = self._post_process(query, gallery)
         if not self.labeled:
             return self._write_submission(query, gallery, paths)
-        return self._metrics(query, gallery, pids, camids, paths)
+        results = self._metrics(query, gallery, pids, camids, paths)
+        if self.cfg.TEST.AQE.AUTO:
+            choice = self._qe_choice
+            base = choice.candidates[0]
+            results.update((f"noQE-{name}", float(base[name])) for name in ("mAP", "mAP@10", "Rank-1"))
+            results.update(QE_K=float(choice.qe_k), QE_ALPHA=choice.alpha)
+        return results
+
+    def _tune_qe(self, query: torch.Tensor, gallery: torch.Tensor, pids: np.ndarray,
+                 camids: np.ndarray) -> QEChoice:
+        """Choose (QE_K, ALPHA) or none on this labeled set and record the choice."""
+        t, nq = self.cfg.TEST, self.num_query
+        filt = len(np.unique(camids)) > 1
+        choice = tune_query_expansion(
+            query, gallery, pids[:nq], pids[nq:], t.AQE.AUTO_K, t.AQE.AUTO_ALPHA, qe_time=t.AQE.QE_TIME,
+            mode=t.AQE.MODE, criterion=t.AQE.AUTO_CRITERION, metric=t.METRIC, backend=t.SEARCH.BACKEND,
+            q_cam=camids[:nq] if filt else None, g_cam=camids[nq:] if filt else None)
+        save_choice(choice, self.qe_choice_path, source=f"{nq} queries x {gallery.shape[0]} gallery items")
+        if choice.enabled:
+            logger.info("TEST.AQE.AUTO: QE_K %d, ALPHA %g (%s %.2f, without expansion %.2f); recorded in %s",
+                        choice.qe_k, choice.alpha, choice.criterion, choice.score, choice.baseline,
+                        self.qe_choice_path)
+        else:
+            logger.info("TEST.AQE.AUTO: no expansion beats none on %s (%.2f); recorded in %s",
+                        choice.criterion, choice.baseline, self.qe_choice_path)
+        return choice
 
     def _post_process(self, query: torch.Tensor, gallery: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """DBA, then query expansion, then L2 normalisation for the cosine metric."""
+        """Query expansion (configured, or chosen by ``TEST.AQE.AUTO``), then L2 normalisation for cosine."""
         t = self.cfg.TEST
         backend = t.SEARCH.BACKEND
-        if t.DBA.ENABLED:
-            gallery = dba(gallery, t.DBA.K, t.DBA.ALPHA, backend)
-        if t.AQE.ENABLED:
+        enabled, qe_k, alpha = t.AQE.ENABLED, t.AQE.QE_K, t.AQE.ALPHA
+        if t.AQE.AUTO:
+            enabled, qe_k, alpha = self._qe_choice.enabled, self._qe_choice.qe_k, self._qe_choice.alpha
+        if enabled:
             if t.AQE.MODE == "all":
-                query, gallery = aqe(query, gallery, t.AQE.QE_TIME, t.AQE.QE_K, t.AQE.ALPHA, backend)
+                query, gallery = aqe(query, gallery, t.AQE.QE_TIME, qe_k, alpha, backend)
             else:
-                query = aqe_queries_only(query, gallery, t.AQE.QE_TIME, t.AQE.QE_K, t.AQE.ALPHA, backend)
+                query = aqe_queries_only(query, gallery, t.AQE.QE_TIME, qe_k, alpha, backend)
         if t.METRIC == "cosine":
             query, gallery = normalize(query), normalize(gallery)
         return query, gallery
