@@ -1,8 +1,9 @@
 """``ReidEvaluator``: collects features and ids, then calls the pure functions of this package.
 
 Pipeline after extraction: optional DBA -> optional alpha-QE (fixed, or chosen by ``TEST.AQE.AUTO``)
--> normalisation (cosine) -> exact metrics in query chunks (labeled sets) or top-k search and ``result.npy`` (unlabeled sets) ->
-optional k-reciprocal re-ranking of the top candidates -> optional visualisation.
+-> normalisation (cosine) -> exact metrics in query chunks (labeled sets) or top-k search and
+``result.npy`` (unlabeled sets) -> optional k-reciprocal re-ranking of the top candidates -> optional
+visualisation.
 """
 from __future__ import annotations
 
