@@ -106,3 +106,50 @@ def test_inference_sampler_contiguous_shards():
     shards = [list(InferenceSampler(10, r, 3)) for r in range(3)]
     assert shards == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
     assert list(InferenceSampler(2, 2, 3)) == [] and len(InferenceSampler(10, 0, 1)) == 10
+
+
+def _balanced_rows(pids, cams, k, epochs):
+    """Every identity row (K dataset indices) of ``epochs`` epochs, batch = one identity."""
+    s = BalancedIdentitySampler(pids, batch_size=k, num_instances=k, seed=3, camids=cams)
+    return [list(map(int, row)) for e in range(epochs) for row in s.epoch_plan(e)]
+
+
+def test_balanced_is_camera_aware_like_the_challenge_code():
+    # id "a": cameras 0,0,1,1,1; id "b": one camera, K + 1 images; id "c": exactly K images; id "d": one image
+    k = 4
+    pids = ["a"] * 5 + ["b"] * 5 + ["c"] * 4 + ["d"]
+    cams = [0, 0, 1, 1, 1] + [0] * 5 + [2] * 4 + [0]
+    rows = _balanced_rows(pids, cams, k, 200)
+    anchors, repeats_c = Counter(), 0
+    for row in rows:
+        anchor, others = row[0], row[1:]
+        anchors[anchor] += 1
+        assert len(row) == k and {pids[i] for i in row} == {pids[anchor]}
+        if pids[anchor] == "a":  # always the other camera's images
+            assert all(cams[i] != cams[anchor] for i in others)
+        if pids[anchor] == "b":  # one camera, >= K candidates: K - 1 distinct siblings, never the anchor
+            assert anchor not in others and len(set(others)) == k - 1
+        if pids[anchor] == "c":  # K - 1 candidates < K: drawn with replacement (the original's threshold)
+            assert anchor not in others
+            repeats_c += len(set(others)) < k - 1
+        if pids[anchor] == "d":
+            assert others == [anchor] * (k - 1)
+    assert repeats_c > 0
+    assert set(anchors) == set(range(len(pids)))  # every image serves as anchor sometimes
+    # with cameras, the anchor's camera decides the pool: 3 of the 5 anchors of "a" have two candidates
+    a_rows = [r for r in rows if pids[r[0]] == "a" and cams[r[0]] == 1]
+    assert a_rows and all(set(r[1:]) <= {0, 1} for r in a_rows)
+
+
+def test_balanced_camids_reach_the_sampler_from_the_loader_builder():
+    from fastreid.config import get_cfg
+    from fastreid.data.build import build_train_sampler
+
+    cfg = get_cfg()
+    cfg.DATALOADER.SAMPLER_TRAIN = "BalancedIdentitySampler"
+    cfg.DATALOADER.NUM_INSTANCE = 2
+    cfg.SOLVER.IMS_PER_BATCH = 2
+    pids, cams = ["x", "x", "x"], [0, 0, 1]
+    s = build_train_sampler(cfg, pids, seed=0, camids=cams)
+    for row in s.epoch_plan(0).tolist() + s.epoch_plan(1).tolist() + s.epoch_plan(2).tolist():
+        assert cams[row[1]] != cams[row[0]]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader
@@ -52,8 +52,10 @@ def _loader_kwargs(cfg: CfgNode) -> Dict[str, Any]:
 
 
 def build_train_sampler(cfg: CfgNode, pids: List[object], seed: int, start_iter: int = 0,
-                        rank: int = 0, world_size: int = 1) -> TrainingSampler:
-    """The sampler named by ``DATALOADER.SAMPLER_TRAIN``, positioned at iteration ``start_iter``."""
+                        rank: int = 0, world_size: int = 1, camids: Optional[List[int]] = None) -> TrainingSampler:
+    """The sampler named by ``DATALOADER.SAMPLER_TRAIN``, positioned at iteration ``start_iter``.
+
+    ``camids`` (one per item) feed the camera-aware ``BalancedIdentitySampler``."""
     name = cfg.DATALOADER.SAMPLER_TRAIN
     batch = int(cfg.SOLVER.IMS_PER_BATCH)
     if name == "TrainingSampler":
@@ -62,7 +64,7 @@ def build_train_sampler(cfg: CfgNode, pids: List[object], seed: int, start_iter:
         return NaiveIdentitySampler(pids, batch, int(cfg.DATALOADER.NUM_INSTANCE), seed, rank, world_size, start_iter)
     if name == "BalancedIdentitySampler":
         return BalancedIdentitySampler(pids, batch, int(cfg.DATALOADER.NUM_INSTANCE), seed, rank, world_size,
-                                       start_iter)
+                                       start_iter, camids=camids)
     raise ConfigError(f"DATALOADER.SAMPLER_TRAIN must be one of {_TRAIN_SAMPLERS}, got {name!r}")
 
 
@@ -86,7 +88,7 @@ def build_reid_train_loader(cfg: CfgNode, start_iter: int = 0) -> DataLoader:
                           grayscale=bool(cfg.INPUT.GRAYSCALE), origins=origins)
     seed = int(cfg.SEED) if int(cfg.SEED) >= 0 else int(comm.shared_random_seed())
     world, rank = comm.get_world_size(), comm.get_rank()
-    sampler = build_train_sampler(cfg, dataset.pids, seed, start_iter, rank, world)
+    sampler = build_train_sampler(cfg, dataset.pids, seed, start_iter, rank, world, camids=dataset.camids)
     logger.info("Training set: %d images, %d ids; %s, seed %d, %d images per process per batch, from iteration %d",
                 len(dataset), dataset.num_classes, type(sampler).__name__, seed, sampler.local_batch_size, start_iter)
     batch_sampler = BatchSampler(sampler, sampler.local_batch_size, drop_last=True)

@@ -46,6 +46,11 @@ class CommDataset(Dataset):
         """The identity of every item, in item order (what the identity samplers group by)."""
         return [it[1] for it in self.items]
 
+    @property
+    def camids(self) -> List[int]:
+        """The camera of every item, in item order (what the camera-aware sampler looks at)."""
+        return [it[2] for it in self.items]
+
     def __len__(self) -> int:
         return len(self.items)
 

@@ -7,7 +7,7 @@ images), because resuming at iteration k rebuilds the plans of all earlier epoch
 """
 from __future__ import annotations
 
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -117,15 +117,58 @@ class NaiveIdentitySampler(_IdentitySampler):
 
 
 class BalancedIdentitySampler(_IdentitySampler):
-    """Each epoch visits every identity once (in random order), with K images each (distinct when
-    it has K or more), so that all identities weigh the same whatever their number of images."""
+    """Each epoch visits the identities once, in random order (the last ``n_ids % P`` dropped), with K
+    images each, camera-aware as in the DIRA challenge code: a random anchor image, then K - 1 images
+    of the identity taken from *other cameras* when it has any, else from its other images. The K - 1
+    are distinct when there are at least K candidates and drawn with replacement otherwise (the
+    original's threshold); an identity with a single image repeats it K times.
+
+    ``camids`` (one per item; default all 0) make the choice camera-aware; DeepPatent has one camera,
+    so its K - 1 images are the anchor's siblings.
+    """
 
     _TAG = 3
+
+    def __init__(self, pids: Sequence, batch_size: int, num_instances: int, seed: int, rank: int = 0,
+                 world_size: int = 1, start_iter: int = 0, camids: Optional[Sequence] = None) -> None:
+        super().__init__(pids, batch_size, num_instances, seed, rank, world_size, start_iter)
+        if camids is not None and len(camids) != len(pids):
+            raise ValueError(f"BalancedIdentitySampler: {len(camids)} camera ids for {len(pids)} items")
+        cams = np.zeros(len(pids), np.int64) if camids is None else np.asarray(camids)
+        self.cams_flat = cams[self.flat]
 
     def epoch_plan(self, epoch: int) -> np.ndarray:
         rng = epoch_rng(self.seed, epoch, self._TAG)
         k, p = self.num_instances, self.num_pids_per_batch
-        shuffled = shuffle_within_groups(rng, self.flat, self.sizes)
         order = rng.permutation(len(self.sizes))[: (len(self.sizes) // p) * p]
-        rows = chunk_matrix(rng, shuffled, self.starts, self.sizes, order, np.zeros(len(order), np.int64), k)
+        rows = balanced_rows(rng, self.flat, self.starts[order], self.sizes[order], self.cams_flat, k)
         return rows.reshape(-1, p * k)
+
+
+def balanced_rows(rng: np.random.Generator, flat: np.ndarray, starts: np.ndarray, sizes: np.ndarray,
+                  cams_flat: np.ndarray, k: int) -> np.ndarray:
+    """One row of K dataset indices per group (``flat[starts[g]:starts[g] + sizes[g]]``), vectorised.
+
+    Column 0 is a uniformly drawn anchor; columns 1..K-1 come from the group's images of another
+    camera than the anchor's, or, when there are none, from its images other than the anchor.
+    """
+    n = len(sizes)
+    anchor = starts + np.floor(rng.random(n) * sizes).astype(np.int64)
+    member_group = np.repeat(np.arange(n), sizes)
+    offsets = np.arange(len(member_group)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    member = np.repeat(starts, sizes) + offsets
+    other_cam = cams_flat[member] != cams_flat[anchor][member_group]
+    n_other_cam = np.bincount(member_group, weights=other_cam, minlength=n).astype(np.int64)
+    by_cam = n_other_cam > 0
+    candidate = np.where(by_cam[member_group], other_cam, member != anchor[member_group])
+    count = np.where(by_cam, n_other_cam, sizes - 1)
+    keys = rng.random(len(member))
+    cand = np.nonzero(candidate)[0]
+    cand = cand[np.lexsort((keys[cand], member_group[cand]))]  # grouped, random order within a group
+    cand = np.append(cand, 0)  # keeps the gather below in range for groups without candidates
+    first = np.cumsum(count) - count
+    drawn = np.floor(rng.random((n, k - 1)) * np.maximum(count, 1)[:, None]).astype(np.int64)
+    col = np.where((count >= k)[:, None], np.arange(k - 1)[None, :], drawn)
+    pos = np.minimum(first[:, None] + col, len(cand) - 1)
+    others = np.where((count > 0)[:, None], member[cand[pos]], anchor[:, None])
+    return flat[np.concatenate([anchor[:, None], others], axis=1)]
