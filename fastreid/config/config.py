@@ -117,7 +117,7 @@ class CfgNode(_YacsCfgNode):
         self._merge_mapping(data, sources)
 
     def merge_from_list(self, cfg_list: List[str]) -> None:
-        """Merge ``KEY VALUE`` pairs given on the command line (values parsed as YAML literals)."""
+        """Merge ``KEY VALUE`` pairs given on the command line (values parsed by :func:`_parse_literal`)."""
         cfg_list = list(cfg_list)
         if len(cfg_list) % 2 != 0:
             raise ConfigError(
@@ -159,7 +159,9 @@ class CfgNode(_YacsCfgNode):
 
     def _unknown_key_message(self, full_key: str, where: str, prefix: str = "") -> str:
         valid = self.all_keys(prefix)
-        close = difflib.get_close_matches(full_key, valid, n=3, cutoff=0.5)
+        # Keys are upper case: a lower-case spelling of a real key is the likeliest slip.
+        close = [k for k in valid if k.lower() == full_key.lower()]
+        close = close or difflib.get_close_matches(full_key, valid, n=3, cutoff=0.5)
         if not close:
             last = full_key.split(".")[-1]
             close = [k for k in valid if k.split(".")[-1] == last][:3]
@@ -177,13 +179,24 @@ class CfgNode(_YacsCfgNode):
 
 
 def _parse_literal(raw: Any) -> Any:
+    """A command-line value by yacs' rule: the Python literal when it parses, else the string as typed.
+
+    So ``""`` is the empty string and ``on``/``no``/``null`` stay strings (YAML would make them
+    booleans or None). A YAML flow list or mapping that is no Python literal (``[backbone]``) is
+    read as YAML, as fast-reid users type lists that way.
+    """
     if not isinstance(raw, str):
         return raw
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        value = raw
-    return value
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        pass
+    if raw.strip().startswith(("[", "{")):
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError:
+            pass
+    return raw
 
 
 def _coerce(default: Any, value: Any, full_key: str, where: str) -> Any:
@@ -196,6 +209,8 @@ def _coerce(default: Any, value: Any, full_key: str, where: str) -> Any:
         except (ValueError, SyntaxError):
             pass
     if isinstance(default, bool):
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
         ok = isinstance(value, bool)
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -5,7 +5,7 @@ import argparse
 import os
 import random
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -16,9 +16,40 @@ from fastreid.utils.file_io import atomic_open
 from fastreid.utils.logger import setup_logger
 
 
+class _OverridesParser(argparse.ArgumentParser):
+    """Accepts options anywhere: ``--eval-only`` or ``--resume`` typed after ``KEY VALUE`` pairs (which
+    argparse would swallow into the overrides) are taken out of them and parsed as options."""
+
+    def parse_args(self, args: Optional[List[str]] = None,  # type: ignore[override]
+                   namespace: Optional[argparse.Namespace] = None) -> argparse.Namespace:
+        ns = super().parse_args(args, namespace)
+        opts, late = list(ns.opts or []), []
+        kept: List[str] = []
+        i = 0
+        while i < len(opts):
+            name = opts[i].split("=", 1)[0]
+            action = self._option_string_actions.get(name) if opts[i].startswith("--") else None
+            if action is None:
+                kept.append(opts[i])
+                i += 1
+                continue
+            takes_value = action.nargs != 0 and "=" not in opts[i]
+            late += opts[i:i + 1 + int(takes_value)]
+            i += 1 + int(takes_value)
+        ns.opts = kept
+        if late:
+            ns = super().parse_args(late, ns)
+            ns.opts = kept
+        return ns
+
+
 def default_argument_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
-    """The parser of ``tools/train_net.py`` and ``tools/test.py``; trailing ``KEY VALUE`` pairs override the config."""
-    parser = argparse.ArgumentParser(
+    """The parser of ``tools/train_net.py`` and ``tools/test.py``; ``KEY VALUE`` pairs override the config.
+
+    Values follow yacs' rule (a Python literal if it parses, else the string as typed); options may
+    also follow the pairs.
+    """
+    parser = _OverridesParser(
         description=description or "fastreid training and evaluation",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Examples:\n"
@@ -30,6 +61,9 @@ def default_argument_parser(description: Optional[str] = None) -> argparse.Argum
     parser.add_argument("--resume", action="store_true",
                         help="resume from OUTPUT_DIR/last_checkpoint (model, optimizer, schedulers, iteration, RNG)")
     parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
+    parser.add_argument("--check", action="store_true",
+                        help="only run the preflight checks (config, datasets, listed files, weights, output "
+                             "folders), print a summary and exit 0 (all fine) or 1")
     parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine (one per GPU; gloo on CPU)")
     parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
     parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine (0 .. num-machines-1)")

@@ -1,14 +1,17 @@
 """Save and load models with their training state; read the re-id reference code's checkpoints.
 
-Loading never crashes on a key mismatch: missing, unexpected and shape-mismatched keys are logged as a
-table and the rest is loaded, so a model with another classifier size or an ImageNet file still starts.
-Saving is atomic and done by rank 0 only.
+For training, loading never crashes on a key mismatch: missing, unexpected and shape-mismatched keys
+are logged as a table and the rest is loaded, so a model with another classifier size or an ImageNet
+file still starts. For evaluation :func:`load_state_dict_strict` refuses any mismatch outside the
+training-only classifier. Saving is atomic and done by rank 0 only.
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import pickle
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -28,6 +31,12 @@ RENAMED_PREFIXES = (("heads.bnneck.", "heads.bottleneck.0."), ("heads.classifier
 IGNORED_KEYS = ("pixel_mean", "pixel_std")
 # Prefixes added by wrappers: DistributedDataParallel / DataParallel and torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# Weights used only by the training losses (the identity classifier): features never depend on them.
+TRAINING_ONLY_KEYS = ("heads.weight",)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be read, or does not fit the model; the message names the file."""
 
 
 @dataclass
@@ -135,16 +144,132 @@ def load_state_dict_reported(model: nn.Module, state_dict: Mapping[str, Any], so
     return report
 
 
+def diff_state_dict(own: Mapping[str, Any], state_dict: Mapping[str, Any],
+                    ignore: Iterable[str] = ()) -> LoadReport:
+    """Keys of ``own`` (a model's state_dict) absent from ``state_dict``, the reverse, and shape differences.
+
+    Keys in ``ignore`` are left out of all three lists.
+    """
+    skip = set(ignore)
+    report = LoadReport()
+    for key, value in state_dict.items():
+        if key in skip:
+            continue
+        if key not in own:
+            report.unexpected.append(key)
+        elif isinstance(value, torch.Tensor) and tuple(value.shape) != tuple(own[key].shape):
+            report.mismatched.append((key, tuple(value.shape), tuple(own[key].shape)))
+    report.missing = [k for k in own if k not in state_dict and k not in skip]
+    return report
+
+
+def _blocks_per_stage(keys: Iterable[str]) -> Tuple[Tuple[int, ...], bool]:
+    """Residual blocks in each ``backbone.layerN`` and whether they are bottlenecks (have ``conv3``)."""
+    counts: Dict[int, int] = {}
+    bottleneck = False
+    for key in keys:
+        m = re.match(r"backbone\.layer(\d+)\.(\d+)\.(\w+)", key)
+        if m:
+            stage, block = int(m.group(1)), int(m.group(2))
+            counts[stage] = max(counts.get(stage, 0), block + 1)
+            bottleneck = bottleneck or m.group(3) == "conv3"
+    return tuple(counts[k] for k in sorted(counts)), bottleneck
+
+
+def _depth_name(blocks: Tuple[int, ...], bottleneck: bool) -> str:
+    from fastreid.modeling.backbones.resnet import RESNET_SPECS
+
+    for name, (block, per_stage, _) in RESNET_SPECS.items():
+        if tuple(per_stage) == blocks and (block.__name__ == "Bottleneck") == bottleneck:
+            return name
+    return "an unknown depth"
+
+
+def _neck_dim(state: Mapping[str, Any]) -> Optional[int]:
+    for key in ("heads.bottleneck.1.weight", "heads.bottleneck.0.weight"):
+        t = state.get(key)
+        if isinstance(t, torch.Tensor) and t.dim() == 1:
+            return int(t.shape[0])
+    return None
+
+
+def likely_causes(own: Mapping[str, Any], state_dict: Mapping[str, Any]) -> List[str]:
+    """Config keys that most likely explain why ``state_dict`` does not fit a model with ``own`` keys."""
+    causes = []
+    ck_blocks, ck_bottleneck = _blocks_per_stage(state_dict)
+    md_blocks, md_bottleneck = _blocks_per_stage(own)
+    if ck_blocks and md_blocks and (ck_blocks, ck_bottleneck) != (md_blocks, md_bottleneck):
+        causes.append(f"MODEL.BACKBONE.DEPTH: the checkpoint holds a {_depth_name(ck_blocks, ck_bottleneck)} "
+                      f"ResNet (blocks per stage {list(ck_blocks)}), the config builds "
+                      f"{_depth_name(md_blocks, md_bottleneck)} ({list(md_blocks)})")
+    for token, key in ((".IN.", "MODEL.BACKBONE.WITH_IBN"), (".NL_", "MODEL.BACKBONE.WITH_NL"),
+                       (".se.", "MODEL.BACKBONE.WITH_SE")):
+        in_ck = any(token in "." + k for k in state_dict)
+        in_md = any(token in "." + k for k in own)
+        if in_ck != in_md:
+            causes.append(f"{key}: the checkpoint {'has' if in_ck else 'has no'} such layers, the config "
+                          f"{'builds' if in_md else 'builds none'}")
+    conv_ck = state_dict.get("heads.bottleneck.0.weight")
+    conv_md = own.get("heads.bottleneck.0.weight")
+    emb_ck = int(conv_ck.shape[0]) if isinstance(conv_ck, torch.Tensor) and conv_ck.dim() == 4 else 0
+    emb_md = int(conv_md.shape[0]) if isinstance(conv_md, torch.Tensor) and conv_md.dim() == 4 else 0
+    if emb_ck != emb_md:
+        causes.append(f"MODEL.HEADS.EMBEDDING_DIM: {emb_ck} in the checkpoint, {emb_md} in the config")
+    elif not causes and _neck_dim(state_dict) != _neck_dim(own):
+        causes.append(f"MODEL.BACKBONE.FEAT_DIM: the checkpoint's features have {_neck_dim(state_dict)} "
+                      f"channels, the config's {_neck_dim(own)}")
+    return causes
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Any], source: str = "",
+                           training_only: Iterable[str] = TRAINING_ONLY_KEYS) -> None:
+    """Load ``state_dict`` into ``model`` only if every key fits (training-only keys aside).
+
+    Raises:
+        CheckpointError: missing, unexpected or shape-mismatched keys; the message has the table and the
+            likely config cause (depth, IBN/non-local/SE, embedding or feature dimension).
+    """
+    own = model.state_dict()
+    report = diff_state_dict(own, state_dict, ignore=training_only)
+    if not report.clean:
+        causes = likely_causes(own, state_dict)
+        hint = ("Likely cause: " + "; ".join(causes)) if causes else \
+            "Likely cause: the config describes another architecture than the one that was trained"
+        raise CheckpointError(
+            f"{source or 'The checkpoint'} does not fit the model built from the config: {len(report.missing)} "
+            f"missing, {len(report.unexpected)} unexpected and {len(report.mismatched)} shape-mismatched keys "
+            f"(evaluating it would give the results of a partly random model).\n{report.table()}\n{hint}. "
+            f"Use the config the checkpoint was trained with.")
+    loadable = {k: v for k, v in state_dict.items()
+                if k in own and not (isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(own[k].shape))}
+    model.load_state_dict(loadable, strict=False)
+    logger.info("Loaded all %d feature keys from %s", len([k for k in own if k not in set(training_only)]),
+                source or "the checkpoint")
+
+
 def load_checkpoint_file(path: str) -> Any:
-    """``torch.load`` on CPU; tries the safe weights-only unpickler first."""
+    """``torch.load`` on CPU; tries the safe weights-only unpickler first.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is truncated, corrupt or no PyTorch checkpoint (the message names it).
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        logger.warning("%s holds Python objects beyond tensors and containers (e.g. numpy RNG states); loading it "
-                       "with the full unpickler, which can run code from the file: only load files you trust", path)
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            pass
+        # Warned only once the full unpickler succeeded: a corrupt file fails there too.
+        data = torch.load(path, map_location="cpu", weights_only=False)
+        logger.warning("%s holds Python objects beyond tensors and containers (e.g. numpy RNG states); it was "
+                       "loaded with the full unpickler, which can run code from the file: only load files you trust",
+                       path)
+        return data
+    except (RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError, OSError, AttributeError) as e:
+        raise CheckpointError(f"Cannot read checkpoint {path} ({os.path.getsize(path)} bytes): it is truncated, "
+                              f"corrupt or not a PyTorch checkpoint ({type(e).__name__}: {e})") from e
 
 
 def split_checkpoint(checkpoint: Any, path: str = "") -> Tuple[Mapping[str, Any], Dict[str, Any]]:
@@ -216,17 +341,33 @@ class Checkpointer:
         return rest
 
     def has_checkpoint(self) -> bool:
-        """Whether ``save_dir/last_checkpoint`` exists."""
-        return bool(self.save_dir) and os.path.isfile(os.path.join(self.save_dir, self.LAST))
+        """Whether there is a checkpoint to resume from (see :meth:`get_checkpoint_file`)."""
+        return bool(self.get_checkpoint_file())
 
     def get_checkpoint_file(self) -> str:
-        """Path of the latest saved checkpoint, or "" when there is none."""
+        """Path of the checkpoint ``last_checkpoint`` names, or "" when there is none.
+
+        When ``last_checkpoint`` names a file that no longer exists, the newest ``*.pth`` in the folder
+        is used instead (with a warning).
+        """
+        if not self.save_dir:
+            return ""
         try:
-            with open(os.path.join(self.save_dir, self.LAST)) as f:
+            with open(os.path.join(self.save_dir, self.LAST), encoding="utf-8") as f:
                 name = f.read().strip()
         except OSError:
             return ""
-        return os.path.join(self.save_dir, name)
+        path = os.path.join(self.save_dir, name)
+        if name and os.path.isfile(path):
+            return path
+        existing = sorted(glob.glob(os.path.join(glob.escape(self.save_dir), "*.pth")), key=os.path.getmtime)
+        if not existing:
+            logger.warning("%s names %s, which does not exist, and %s holds no other checkpoint",
+                           os.path.join(self.save_dir, self.LAST), name or "nothing", self.save_dir)
+            return ""
+        logger.warning("%s names %s, which does not exist; using the newest checkpoint there instead: %s",
+                       os.path.join(self.save_dir, self.LAST), name or "nothing", existing[-1])
+        return existing[-1]
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
         """Resume everything from ``last_checkpoint`` when asked and present, else load only the model from ``path``."""
@@ -235,5 +376,6 @@ class Checkpointer:
         return self.load(path, checkpointables=[])
 
 
-__all__ = ["Checkpointer", "LoadReport", "convert_reference_state_dict", "load_state_dict_reported",
+__all__ = ["Checkpointer", "CheckpointError", "LoadReport", "TRAINING_ONLY_KEYS", "convert_reference_state_dict",
+           "diff_state_dict", "likely_causes", "load_state_dict_reported", "load_state_dict_strict",
            "load_checkpoint_file", "split_checkpoint", "unwrap_model"]

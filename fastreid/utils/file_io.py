@@ -2,18 +2,33 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
-from typing import IO, Iterator
+from typing import IO, Iterator, List
+
+# mkstemp names: "<final name>.<8 random characters>.tmp".
+_TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file next to ``path``; rename it to ``path`` only if the block succeeds."""
+    """Open a temporary file next to ``path``; rename it to ``path`` only if the block succeeds.
+
+    The file gets the mode a plain ``open`` would give (0666 minus the umask): ``mkstemp`` creates
+    0600 and the rename would carry that over.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=_TMP_SUFFIX, dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -23,3 +38,18 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """Delete what killed ``atomic_open`` writes left in ``folder`` (``<name>.XXXXXXXX.tmp``); returns the paths.
+
+    Only call it when no other process writes into ``folder`` (at the start of a run, on rank 0).
+    """
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(folder), "*.*" + _TMP_SUFFIX)):
+        stem = os.path.basename(path)[:-len(_TMP_SUFFIX)]
+        if len(stem.rpartition(".")[2]) == 8 and os.path.isfile(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed.append(path)
+    return removed
