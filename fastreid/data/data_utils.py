@@ -10,6 +10,15 @@ class ImageReadError(OSError):
     """An image is missing or cannot be decoded; the message names the file and where it was listed."""
 
 
+def to_model_mode(img: Image.Image, grayscale: bool = True) -> Image.Image:
+    """An opened image as the models see it: EXIF orientation applied, then grey repeated to RGB
+    (``grayscale``) or plain RGB. Files and in-memory images (search queries) both pass here."""
+    img = ImageOps.exif_transpose(img)
+    if grayscale:
+        return img.convert("L").convert("RGB")
+    return img.convert("RGB")
+
+
 def read_image(path: str, grayscale: bool = True, origin: Optional[str] = None) -> Image.Image:
     """Open ``path`` as a 3-channel 8-bit PIL image.
 
@@ -27,10 +36,7 @@ def read_image(path: str, grayscale: bool = True, origin: Optional[str] = None) 
     where = f" (listed at {origin})" if origin else ""
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            if grayscale:
-                return img.convert("L").convert("RGB")
-            return img.convert("RGB")
+            return to_model_mode(img, grayscale)
     except FileNotFoundError:
         raise ImageReadError(f"Image not found: {path}{where}") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:

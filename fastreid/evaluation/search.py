@@ -163,6 +163,16 @@ class FaissIndex:
         if self.is_ivf:
             self.nprobe = nprobe
 
+    @classmethod
+    def wrap(cls, index: "faiss.Index", metric: str = "cosine") -> "FaissIndex":
+        """Search an existing CPU faiss index (built elsewhere, e.g. read back with ``faiss.read_index``)
+        through this class: same score convention and tie order as an index built here."""
+        self = cls.__new__(cls)
+        self.metric = check_metric(metric)
+        self.size, self.gpu, self.index = int(index.ntotal), False, index
+        self.is_ivf = hasattr(index, "nprobe")
+        return self
+
     @property
     def nprobe(self) -> int:
         return int(self.index.nprobe)

@@ -1,0 +1,14 @@
+"""Search your own drawings: a persistent feature index, queries against it, and ONNX export.
+
+``Index.build`` / ``Index.open`` / ``index.search`` / ``index.add`` are the API behind
+``tools/build_index.py``, ``tools/search.py`` and the search page (docs/search.md).
+"""
+from .ann_index import INDEX_TYPES, AnnOptions
+from .extractor import (Extractor, FingerprintMismatch, OnnxExtractor, TorchExtractor, build_extractor,
+                        model_fingerprint)
+from .index import BuildOptions, Index, SearchHit, extract
+from .items import DuplicateError, Items, collect_images, dataset_items, patent_id
+
+__all__ = ["INDEX_TYPES", "AnnOptions", "BuildOptions", "DuplicateError", "Extractor", "FingerprintMismatch",
+           "Index", "Items", "OnnxExtractor", "SearchHit", "TorchExtractor", "build_extractor", "collect_images",
+           "dataset_items", "extract", "model_fingerprint", "patent_id"]

@@ -1,0 +1,344 @@
+"""``Index``: a persistent collection of drawing features that answers nearest-patent queries.
+
+Build: list the drawings, extract their features shard by shard (resumable; under torchrun each
+process extracts its own contiguous shards), then on rank 0 apply optional DBA, build the faiss
+structure and write the manifest. Search: embed the queries with the index's own model (checked by
+fingerprint), optional alpha-QE against the indexed features, faiss search. Extraction, search and
+query expansion are the evaluation package's functions; this class only stores and wires them.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import fastreid
+from fastreid.data.preprocess import ImageLike
+from fastreid.evaluation import DatasetEvaluator, aqe_queries_only, dba, inference_on_dataset, normalize
+from fastreid.evaluation.search import FaissIndex, faiss
+from fastreid.utils import comm
+from fastreid.utils.file_io import atomic_open
+
+from . import store
+from .ann_index import AnnOptions, build_ann
+from .extractor import Extractor, check_fingerprint, load_recorded_extractor
+from .items import Items, drop_duplicates
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = ("float32", "float16")
+
+
+@dataclass
+class SearchHit:
+    """One answer: ``rank`` from 1, ``item`` the row in the index, its path as given at build, patent id, cosine."""
+
+    rank: int
+    item: int
+    path: str
+    patent: str
+    score: float
+
+
+@dataclass
+class BuildOptions:
+    """How features are stored and post-processed (defaults follow ``TEST.*`` of the config, see
+    :meth:`from_config`); ``ann`` says how they are searched."""
+
+    dtype: str = "float32"
+    shard_size: int = 10000
+    batch_size: int = 64
+    num_workers: int = 0
+    dba: bool = False
+    dba_k: int = 5
+    dba_alpha: float = 3.0
+    qe_times: int = 1
+    qe_k: int = 5
+    qe_alpha: float = 3.0
+    ann: AnnOptions = field(default_factory=AnnOptions)
+
+    @classmethod
+    def from_config(cls, cfg: Any, **overrides: Any) -> "BuildOptions":
+        t = cfg.TEST
+        values = dict(dtype=t.FEAT_DTYPE, batch_size=int(t.IMS_PER_BATCH), num_workers=int(cfg.DATALOADER.NUM_WORKERS),
+                      dba=bool(t.DBA.ENABLED), dba_k=int(t.DBA.K), dba_alpha=float(t.DBA.ALPHA),
+                      qe_times=int(t.AQE.QE_TIME), qe_k=int(t.AQE.QE_K), qe_alpha=float(t.AQE.ALPHA),
+                      ann=AnnOptions(nlist=int(t.SEARCH.NLIST), nprobe=int(t.SEARCH.NPROBE)))
+        values.update(overrides)
+        return cls(**values)
+
+    def check(self) -> None:
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"feature dtype (TEST.FEAT_DTYPE) must be one of {_DTYPES}, got {self.dtype!r}")
+        if self.shard_size < 1 or self.batch_size < 1:
+            raise ValueError(f"shard size and batch size must be >= 1, got {self.shard_size}, {self.batch_size}")
+        self.ann.check()
+
+
+class _Drawings(Dataset):
+    """Drawings prepared by the extractor's preprocessing (the same function as for queries)."""
+
+    def __init__(self, paths: Sequence[str], extractor: Extractor, origins: Dict[str, str]) -> None:
+        self.paths, self.preprocess, self.origins = list(paths), extractor.preprocess, origins
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        return {"images": self.preprocess(self.paths[i], self.origins.get(self.paths[i]))}
+
+
+class _Collect(DatasetEvaluator):
+    def reset(self) -> None:
+        self.feats: List[torch.Tensor] = []
+
+    def process(self, inputs: Dict[str, Any], outputs: torch.Tensor) -> None:
+        self.feats.append(outputs.detach().cpu())
+
+
+def extract(extractor: Extractor, paths: Sequence[str], origins: Dict[str, str], batch_size: int,
+            num_workers: int = 0) -> torch.Tensor:
+    """Raw float32 features of ``paths`` in order, through :func:`fastreid.evaluation.inference_on_dataset`."""
+    loader = DataLoader(_Drawings(paths, extractor, origins), batch_size=batch_size, num_workers=num_workers)
+    collect = _Collect()
+    inference_on_dataset(extractor.module, loader, collect, extractor.flip_test, extractor.amp_dtype)
+    return torch.cat(collect.feats)
+
+
+def _items_sha256(items: Items) -> str:
+    return hashlib.sha256(json.dumps([items.paths, items.patents]).encode()).hexdigest()
+
+
+def _plan(first_shard: int, count: int, shard_size: int) -> List[Tuple[int, int, int]]:
+    """(shard number, first item, item count) of the new shards."""
+    return [(first_shard + j, s, min(shard_size, count - s)) for j, s in enumerate(range(0, count, shard_size))]
+
+
+def _my_shards(plan: List[Tuple[int, int, int]]) -> List[Tuple[int, int, int]]:
+    """This process's contiguous part of the plan (all of it without torchrun)."""
+    world, rank = comm.get_world_size(), comm.get_rank()
+    lo, hi = len(plan) * rank // world, len(plan) * (rank + 1) // world
+    return plan[lo:hi]
+
+
+class Index:
+    """A search index on disk (see :mod:`fastreid.retrieval.store` for the layout).
+
+    Use :meth:`build` or :meth:`open`; ``len(index)``, ``index.paths[i]``, ``index.patents[i]``,
+    :meth:`items_of_patent`, :meth:`embed`, :meth:`search`, :meth:`add`.
+    """
+
+    def __init__(self, root: str, extractor: Optional[Extractor] = None, load_extractor: bool = True) -> None:
+        self.root = root
+        self.manifest = store.read_manifest(root)
+        self.paths: List[str] = []
+        self.patents: List[str] = []
+        self._shards: List[np.ndarray] = []
+        for i in range(len(self.manifest["shards"])):
+            items = store.read_shard_items(root, i)
+            self.paths += items["paths"]
+            self.patents += items["patents"]
+            self._shards.append(store.open_shard(root, i))
+        if len(self.paths) != self.manifest["count"]:
+            raise ValueError(f"{root}: the shards hold {len(self.paths)} drawings, the manifest says "
+                             f"{self.manifest['count']}")
+        self._by_patent: Optional[Dict[str, List[int]]] = None
+        self.ann = FaissIndex.wrap(faiss.read_index(os.path.join(root, store.FAISS_FILE)), "cosine")
+        self.extractor = extractor
+        if extractor is None and load_extractor:
+            self.extractor = load_recorded_extractor(self.manifest["extractor"], os.path.join(root, store.CONFIG))
+        if self.extractor is not None:
+            check_fingerprint(self.manifest["fingerprint"], self.extractor.fingerprint, root)
+
+    @classmethod
+    def open(cls, root: str, extractor: Optional[Extractor] = None, load_extractor: bool = True) -> "Index":
+        """Open the index in ``root`` with its own model, or with ``extractor`` if its fingerprint matches."""
+        return cls(root, extractor, load_extractor)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    def file(self, item: int) -> str:
+        """Item ``item``'s file, made absolute against the folder the index was built from."""
+        return os.path.join(self.manifest["build_cwd"], self.paths[item])
+
+    def items_of_patent(self, patent: str) -> List[int]:
+        """Rows of every drawing of ``patent`` in index order; ``KeyError`` for an unknown patent."""
+        if self._by_patent is None:
+            self._by_patent = {}
+            for i, pid in enumerate(self.patents):
+                self._by_patent.setdefault(pid, []).append(i)
+        return list(self._by_patent[patent])
+
+    def features(self, post_processed: bool = True) -> torch.Tensor:
+        """All stored features as float32 ``N x D`` (after DBA when the index applied it and ``post_processed``)."""
+        if post_processed and self.manifest["dba"]["enabled"]:
+            return torch.from_numpy(np.load(os.path.join(self.root, store.DBA_FILE)).astype(np.float32))
+        return torch.from_numpy(np.concatenate([np.asarray(s, dtype=np.float32) for s in self._shards]))
+
+    def _raw_query_features(self, queries: Union[torch.Tensor, Sequence[ImageLike]]) -> torch.Tensor:
+        if isinstance(queries, torch.Tensor):
+            if queries.ndim != 2 or queries.shape[1] != self.dim:
+                raise ValueError(f"query features must be (n, {self.dim}), got {tuple(queries.shape)}")
+            return queries.float()
+        if self.extractor is None:
+            raise RuntimeError(f"{self.root} was opened without its model: pass features, or open with the model")
+        return self.extractor(list(queries)).float()
+
+    def embed(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """L2-normalised float32 features (``n x D``) of file paths or PIL images, with the index's model."""
+        return normalize(self._raw_query_features(images))
+
+    def search_features(self, query: torch.Tensor, k: int = 10, qe: bool = False,
+                        nprobe: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """(scores, items), each ``n x min(k, N)``, best first, for raw query features."""
+        if qe:
+            o = self.manifest["options"]
+            query = aqe_queries_only(query, self.features(), o["qe_times"], o["qe_k"], o["qe_alpha"],
+                                     backend="faiss" if faiss is not None else "torch")
+        if nprobe is not None and self.ann.is_ivf:
+            self.ann.nprobe = nprobe
+        scores, idx = self.ann.search(normalize(query), k)
+        return scores.numpy(), idx.numpy()
+
+    def search(self, queries: Union[torch.Tensor, Sequence[ImageLike]], k: int = 10, qe: bool = False,
+               nprobe: Optional[int] = None) -> List[List[SearchHit]]:
+        """Top-``k`` of every query (paths / PIL images, or an ``n x D`` feature tensor taken as given)."""
+        scores, idx = self.search_features(self._raw_query_features(queries), k, qe, nprobe)
+        return [[SearchHit(r + 1, int(i), self.paths[int(i)], self.patents[int(i)], float(s))
+                 for r, (i, s) in enumerate(zip(row_i, row_s)) if i >= 0] for row_i, row_s in zip(idx, scores)]
+
+    @classmethod
+    def build(cls, root: str, items: Items, extractor: Extractor, options: BuildOptions,
+              skip_duplicates: bool = False) -> Optional["Index"]:
+        """Index ``items`` into the new folder ``root`` (or finish an interrupted build of the same items).
+
+        Returns the opened index on rank 0, None on other processes.
+        """
+        options.check()
+        if os.path.isfile(os.path.join(root, store.MANIFEST)):
+            raise FileExistsError(f"{root} already holds an index: use --add to add drawings, or another folder")
+        items, _ = drop_duplicates(items, skip=skip_duplicates)
+        if not len(items):
+            raise ValueError("no drawings to index")
+        _run_build(root, items, extractor, options, first_shard=0)
+        return cls.open(root, extractor) if comm.is_main_process() else None
+
+    def add(self, items: Items, skip_duplicates: bool = False, batch_size: Optional[int] = None,
+            num_workers: Optional[int] = None) -> int:
+        """Extract only ``items`` into new shards, then rebuild DBA and faiss from all shards; returns how many
+        drawings were added. The index's own model is used."""
+        if self.extractor is None:
+            raise RuntimeError(f"{self.root} was opened without its model; adding drawings needs it")
+        items, _ = drop_duplicates(items, existing=self.paths, skip=skip_duplicates)
+        if not len(items):
+            logger.info("Nothing to add to %s", self.root)
+            return 0
+        o = dict(self.manifest["options"])
+        o["ann"] = AnnOptions(**o["ann"])
+        options = BuildOptions(**o)
+        if batch_size is not None:
+            options.batch_size = batch_size
+        if num_workers is not None:
+            options.num_workers = num_workers
+        _run_build(self.root, items, self.extractor, options, first_shard=len(self.manifest["shards"]))
+        comm.synchronize()
+        self.__init__(self.root, self.extractor)
+        return len(items)
+
+
+def _run_build(root: str, items: Items, extractor: Extractor, options: BuildOptions, first_shard: int) -> None:
+    """Plan (or resume) the new shards, extract this process's part, then finalize on rank 0."""
+    plan = _plan(first_shard, len(items), options.shard_size)
+    state = {"fingerprint": extractor.fingerprint, "first_shard": first_shard, "items_sha256": _items_sha256(items),
+             "shards": [[n, c] for n, _, c in plan], "options": _options_dict(options)}
+    state_path = os.path.join(root, store.BUILD_STATE)
+    if comm.is_main_process():
+        if os.path.isfile(state_path):
+            old = store.read_json(state_path)
+            if {k: old.get(k) for k in state} != state:
+                raise ValueError(f"{root} holds an unfinished build of other drawings, model or options "
+                                 f"({store.BUILD_STATE}); finish it with the same command, or use another folder")
+            logger.info("Resuming the unfinished build in %s", root)
+        os.makedirs(os.path.join(root, store.SHARD_DIR), exist_ok=True)
+        store.write_json(state_path, state)
+        with atomic_open(os.path.join(root, store.CONFIG), "w") as f:
+            f.write(extractor.cfg.dump())
+    comm.synchronize()
+    mine = _my_shards(plan)
+    todo = [p for p in mine if not store.shard_done(root, *p[::2])]
+    logger.info("Extracting %d of %d shards (%d finished already) into %s", len(todo), len(mine),
+                len(mine) - len(todo), root)
+    for number, start, count in todo:
+        paths = items.paths[start:start + count]
+        feats = extract(extractor, paths, items.origins, options.batch_size, options.num_workers)
+        store.write_shard(root, number, feats.numpy().astype(options.dtype), paths,
+                          items.patents[start:start + count])
+        logger.info("Shard %d written (%d drawings)", number, count)
+    comm.synchronize()
+    if comm.is_main_process():
+        _finalize(root, extractor, options, first_shard + len(plan))
+        os.remove(state_path)
+    comm.synchronize()
+
+
+def _options_dict(options: BuildOptions) -> Dict[str, Any]:
+    """The options that decide the index's content (not how fast it is extracted)."""
+    d = asdict(options)
+    d.pop("batch_size")
+    d.pop("num_workers")
+    return d
+
+
+def _finalize(root: str, extractor: Extractor, options: BuildOptions, num_shards: int) -> None:
+    """DBA, the faiss structure and the manifest over shards ``0..num_shards-1`` (rank 0)."""
+    start = time.perf_counter()
+    shards = [store.open_shard(root, i) for i in range(num_shards)]
+    feats = torch.from_numpy(np.concatenate([np.asarray(s, dtype=np.float32) for s in shards]))
+    if options.dba:
+        feats = dba(feats, options.dba_k, options.dba_alpha, backend="faiss" if faiss is not None else "torch")
+        store.write_array(os.path.join(root, store.DBA_FILE), feats.numpy().astype(options.dtype))
+    ann = build_ann(normalize(feats).numpy(), options.ann)
+    tmp = os.path.join(root, store.FAISS_FILE + ".tmp")
+    faiss.write_index(ann, tmp)
+    os.replace(tmp, os.path.join(root, store.FAISS_FILE))
+    manifest = {
+        "format": store.FORMAT_NAME, "format_version": store.FORMAT_VERSION,
+        "project_version": fastreid.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "fingerprint": extractor.fingerprint, "extractor": extractor.describe(), "config": store.CONFIG,
+        "count": int(feats.shape[0]), "dim": int(feats.shape[1]), "dtype": options.dtype, "metric": "cosine",
+        "shards": [{"features": f, "items": it, "count": int(s.shape[0])}
+                   for (f, it), s in ((store.shard_files(i), s) for i, s in enumerate(shards))],
+        "faiss": {"file": store.FAISS_FILE, "type": options.ann.index_type, "factory": ann_description(ann),
+                  **options.ann.to_dict()},
+        "dba": {"enabled": options.dba, "k": options.dba_k, "alpha": options.dba_alpha,
+                "file": store.DBA_FILE if options.dba else None},
+        "options": _options_dict(options), "build_cwd": os.getcwd(),
+    }
+    store.write_json(os.path.join(root, store.MANIFEST), manifest)
+    logger.info("Index of %d drawings (%d-d, %s, faiss %s) written to %s in %.1f s", manifest["count"],
+                manifest["dim"], options.dtype, manifest["faiss"]["factory"], root, time.perf_counter() - start)
+
+
+def ann_description(index: "faiss.Index") -> str:
+    """A short description of a faiss index (its class and sizes)."""
+    parts = [type(index).__name__]
+    if hasattr(index, "nlist"):
+        parts.append(f"nlist={index.nlist}")
+    if hasattr(index, "pq"):
+        parts.append(f"pq_m={index.pq.M}")
+    return " ".join(parts)

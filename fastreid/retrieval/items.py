@@ -1,0 +1,138 @@
+"""Which drawings to index or query: a file, a folder (sorted walk) or a list file, with patent ids.
+
+A list file has one image per line, ``<path> [<patent id>]``, paths relative to the list's folder
+(the DeepPatent and codalab lists work as they are). A drawing's patent id is the list's second
+column when there is one, else the number in a DeepPatent file name (``USD0810412-20180220-D00005.png``
+-> ``USD0810412``), else the name of the folder that holds the file.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from fastreid.data.datasets.bases import pick_base_dir
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+LIST_EXTENSIONS = (".txt", ".lst", ".list")
+_DEEPPATENT_NAME = re.compile(r"^(US[A-Z]*\d+)-\d{8}-D\d+", re.IGNORECASE)
+
+
+class DuplicateError(ValueError):
+    """The same drawing is listed twice (or is already in the index)."""
+
+
+@dataclass
+class Items:
+    """Drawings in index order: the path as given, its patent id and where it was listed (for errors)."""
+
+    paths: List[str] = field(default_factory=list)
+    patents: List[str] = field(default_factory=list)
+    origins: Dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def extend(self, other: "Items") -> None:
+        self.paths += other.paths
+        self.patents += other.patents
+        self.origins.update(other.origins)
+
+
+def patent_id(path: str, listed: Optional[str] = None) -> str:
+    """The patent id of a drawing: ``listed`` if given, else the DeepPatent number, else the folder name."""
+    if listed:
+        return listed
+    name = os.path.basename(path)
+    m = _DEEPPATENT_NAME.match(name)
+    if m:
+        return m.group(1).upper()
+    return os.path.basename(os.path.dirname(os.path.abspath(path)))
+
+
+def _walk(folder: str) -> List[str]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+    return found
+
+
+def read_image_list(path: str) -> Items:
+    """Items of a list file: ``<path> [<patent id>]`` per line, blank lines skipped.
+
+    Paths are relative to the list's folder, or to its parent when the first one is found only there
+    (the codalab ``lists/`` layout).
+    """
+    folder = os.path.dirname(path)
+    base = pick_base_dir(path, [folder, os.path.dirname(os.path.abspath(folder)) if folder else ".."])
+    items = Items()
+    with open(path, encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, start=1):
+            parts = raw.split()
+            if not parts:
+                continue
+            if len(parts) > 2:
+                raise ValueError(f"{path}:{lineno}: expected '<image path> [<patent id>]', got {raw.strip()!r}")
+            img = os.path.normpath(os.path.join(base, parts[0]))
+            items.paths.append(img)
+            items.patents.append(patent_id(img, parts[1] if len(parts) == 2 else None))
+            items.origins.setdefault(img, f"{path}:{lineno}")
+    return items
+
+
+def collect_images(spec: str) -> Items:
+    """The drawings named by ``spec``: one image file, a folder (sorted recursive walk) or a list file."""
+    if os.path.isdir(spec):
+        paths = _walk(spec)
+        if not paths:
+            raise FileNotFoundError(f"--images {spec}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
+        return Items(paths, [patent_id(p) for p in paths], {p: spec for p in paths})
+    if not os.path.isfile(spec):
+        raise FileNotFoundError(f"--images {spec}: no such file or folder")
+    if spec.lower().endswith(LIST_EXTENSIONS):
+        items = read_image_list(spec)
+        if not items.paths:
+            raise ValueError(f"--images {spec}: the list file is empty")
+        return items
+    return Items([spec], [patent_id(spec)], {spec: "--images"})
+
+
+def dataset_items(entries: Iterable[Tuple[str, object, int]], origins: Dict[str, str]) -> Items:
+    """Items of a registered dataset split: labelled splits give their label as the patent id."""
+    items = Items(origins=dict(origins))
+    for path, pid, _ in entries:
+        items.paths.append(path)
+        labelled = pid is not None and str(pid) != "-1"
+        items.patents.append(patent_id(path, str(pid) if labelled else None))
+    return items
+
+
+def drop_duplicates(items: Items, existing: Sequence[str] = (), skip: bool = False) -> Tuple[Items, int]:
+    """``items`` without drawings listed twice or already in ``existing`` (compared as absolute paths).
+
+    Raises :class:`DuplicateError` naming the first duplicate unless ``skip``; returns the kept
+    items and how many were dropped.
+    """
+    seen = {os.path.abspath(p) for p in existing}
+    kept = Items(origins=items.origins)
+    dropped = 0
+    for p, pid in zip(items.paths, items.patents):
+        key = os.path.abspath(p)
+        if key in seen:
+            if not skip:
+                where = items.origins.get(p, "")
+                raise DuplicateError(f"{p}{f' (listed at {where})' if where else ''} is listed twice or already "
+                                     f"indexed; pass --skip-duplicates to skip such drawings")
+            dropped += 1
+            continue
+        seen.add(key)
+        kept.paths.append(p)
+        kept.patents.append(pid)
+    if dropped:
+        logger.warning("Skipped %d duplicate drawings (listed twice or already indexed)", dropped)
+    return kept, dropped

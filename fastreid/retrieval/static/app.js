@@ -1,0 +1,127 @@
+// The search page: upload a drawing to /api/search, show the top-k, open a patent's drawings.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let maxUploadBytes = null;
+
+function setStatus(text, isError = false) {
+  const status = $("status");
+  status.textContent = text;
+  status.classList.toggle("error", isError);
+}
+
+async function errorText(response) {
+  try {
+    const body = await response.json();
+    if (typeof body.detail === "string") return body.detail;
+    return JSON.stringify(body.detail);
+  } catch (e) {
+    return `${response.status} ${response.statusText}`;
+  }
+}
+
+function card(entry, withScore) {
+  const el = document.createElement(withScore ? "button" : "div");
+  el.className = "card";
+  if (withScore) {
+    el.type = "button";
+    el.classList.add("result");
+    el.title = `${entry.path}\nclick: all drawings of patent ${entry.patent}`;
+    el.addEventListener("click", () => openPatent(entry.patent));
+  } else {
+    el.classList.add("drawing");
+    el.title = entry.path;
+  }
+  const img = document.createElement("img");
+  img.src = entry.thumb_url;
+  img.alt = `drawing ${entry.item} of patent ${entry.patent}`;
+  img.loading = "lazy";
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  const patent = document.createElement("span");
+  patent.className = "patent";
+  patent.textContent = withScore ? `#${entry.rank} ${entry.patent}` : `item ${entry.item}`;
+  meta.append(patent);
+  if (withScore) {
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = entry.score.toFixed(3);
+    meta.append(score);
+  }
+  el.append(img, meta);
+  return el;
+}
+
+async function search(file) {
+  if (!file) return;
+  $("results").replaceChildren();
+  const preview = $("query-preview");
+  if (preview.src) URL.revokeObjectURL(preview.src);
+  preview.src = URL.createObjectURL(file);
+  preview.hidden = false;
+  if (maxUploadBytes !== null && file.size > maxUploadBytes) {
+    setStatus(`${file.name} is ${(file.size / 1048576).toFixed(1)} MB, above the server's limit of ` +
+              `${(maxUploadBytes / 1048576).toFixed(1)} MB`, true);
+    return;
+  }
+  setStatus(`Searching with ${file.name} ...`);
+  const form = new FormData();
+  form.append("file", file);
+  form.append("k", $("k").value || "10");
+  form.append("qe", $("qe").checked ? "true" : "false");
+  let response;
+  try {
+    response = await fetch("/api/search", { method: "POST", body: form });
+  } catch (e) {
+    setStatus(`The server cannot be reached: ${e}`, true);
+    return;
+  }
+  if (!response.ok) {
+    const detail = response.status === 413 && maxUploadBytes !== null
+      ? `${file.name} is larger than the server's limit of ${(maxUploadBytes / 1048576).toFixed(1)} MB`
+      : await errorText(response);
+    setStatus(`Error ${response.status}: ${detail}`, true);
+    return;
+  }
+  const answer = await response.json();
+  $("results").replaceChildren(...answer.results.map((r) => card(r, true)));
+  $("results-hint").hidden = true;
+  setStatus("");
+  const time = document.createElement("span");
+  time.id = "query-time";
+  time.textContent = `${answer.results.length} results in ${answer.query_ms.toFixed(1)} ms` +
+                     (answer.qe ? " (query expansion)" : "");
+  $("status").append(time);
+}
+
+async function openPatent(patentId) {
+  const response = await fetch(`/api/patent/${encodeURIComponent(patentId)}`);
+  if (!response.ok) {
+    setStatus(`Error ${response.status}: ${await errorText(response)}`, true);
+    return;
+  }
+  const answer = await response.json();
+  $("patent-title").textContent = `Patent ${answer.patent}: ${answer.drawings.length} drawing(s)`;
+  $("patent-drawings").replaceChildren(...answer.drawings.map((d) => card(d, false)));
+  $("patent-dialog").showModal();
+}
+
+function setUp() {
+  const zone = $("drop-zone");
+  $("file-input").addEventListener("change", (e) => search(e.target.files[0]));
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("dragover"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("dragover"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("dragover");
+    search(e.dataTransfer.files[0]);
+  });
+  $("patent-close").addEventListener("click", () => $("patent-dialog").close());
+  fetch("/healthz").then((r) => r.json()).then((h) => {
+    maxUploadBytes = h.max_upload_bytes;
+    $("k").max = h.max_k;
+    $("index-info").textContent = `${h.items.toLocaleString()} drawings indexed`;
+  }).catch(() => setStatus("The server cannot be reached.", true));
+}
+
+document.addEventListener("DOMContentLoaded", setUp);
