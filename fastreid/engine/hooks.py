@@ -83,18 +83,67 @@ class IterationTimer(HookBase):
 
 
 class LRScheduler(HookBase):
-    """Steps the per-iteration scheduler after every step and records the learning rate as ``lr``."""
+    """Advances the learning-rate schedule after every step and records the rate used as ``lr``.
+
+    Schedulers with a ``warmup_iters`` attribute (``fastreid.solver.WarmupEpochLR``) get
+    ``step(warmup_skipped=...)``; a fast-reid style dict ``{"warmup_sched", "lr_sched"}`` (from an
+    overridden ``build_lr_scheduler``) gets the original's calls: ``warmup_sched`` after each of the
+    first ``SOLVER.WARMUP_ITERS`` iterations, ``lr_sched`` after each epoch once past the warmup and
+    ``SOLVER.DELAY_EPOCHS``; any other scheduler is stepped once per iteration.
+
+    As in the original, a warmup step is skipped when the trainer's GradScaler changed its scale
+    during the iteration (it halves the scale when it skips an update). Reading the scale is a host
+    sync, so it is done once per iteration during the warmup only; afterwards the hook never syncs.
+    """
 
     def __init__(self, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
         self._optimizer = optimizer
         self._scheduler = scheduler
+        self._scale: Optional[float] = None
         # The group with the most parameters is the representative one to print.
         self._group = max(range(len(optimizer.param_groups)),
                           key=lambda i: sum(p.numel() for p in optimizer.param_groups[i]["params"]))
 
+    def _warmup_iters(self) -> int:
+        if isinstance(self._scheduler, dict):
+            return int(self.trainer.cfg.SOLVER.WARMUP_ITERS)
+        return int(getattr(self._scheduler, "warmup_iters", 0))
+
+    def _scaler(self) -> Any:
+        scaler = getattr(self.trainer, "grad_scaler", None)
+        return scaler if scaler is not None and scaler.is_enabled() else None
+
+    def before_step(self) -> None:
+        if self._scale is None and self.trainer.iter < self._warmup_iters() and self._scaler() is not None:
+            self._scale = self._scaler().get_scale()
+
+    def _warmup_skipped(self) -> bool:
+        """Whether the GradScaler changed its scale during this iteration (one host sync)."""
+        scaler = self._scaler()
+        if scaler is None:
+            return False
+        scale = scaler.get_scale()
+        skipped = self._scale is not None and scale != self._scale
+        self._scale = scale
+        return skipped
+
     def after_step(self) -> None:
         self.trainer.storage.put_scalar("lr", self._optimizer.param_groups[self._group]["lr"], smoothing_hint=False)
-        self._scheduler.step()
+        in_warmup = self.trainer.iter + 1 <= self._warmup_iters()
+        skipped = in_warmup and self._warmup_skipped()
+        if isinstance(self._scheduler, dict):
+            if in_warmup and not skipped and "warmup_sched" in self._scheduler:
+                self._scheduler["warmup_sched"].step()
+        elif hasattr(self._scheduler, "warmup_iters"):
+            self._scheduler.step(warmup_skipped=skipped)
+        else:
+            self._scheduler.step()
+
+    def after_epoch(self) -> None:
+        if isinstance(self._scheduler, dict):
+            done = self.trainer.iter + 1
+            if done >= self._warmup_iters() and self.trainer.epoch + 1 > int(self.trainer.cfg.SOLVER.DELAY_EPOCHS):
+                self._scheduler["lr_sched"].step()
 
 
 class LayerFreeze(HookBase):
