@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Build (or extend) a search index of drawings: features in shards, a faiss index, a manifest.
+
+    python tools/build_index.py --config-file configs/demo/demo_R18-ibn_96.yml \\
+        MODEL.WEIGHTS logs/demo/stage2_demo_R18-ibn_96/model_best.pth \\
+        --images datasets/synthetic_patents/test_data/codalab_test_set/lists/test_database.txt --output logs/index
+    python tools/build_index.py --output logs/index --add --images new_drawings/
+    torchrun --nproc_per_node 4 tools/build_index.py ...    (each process extracts its own shards)
+
+Run the same command again after an interruption: finished shards are kept. See docs/search.md.
+"""
+import argparse
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fastreid.data import load_dataset  # noqa: E402
+from fastreid.engine import default_argument_parser, launch, setup_cfg  # noqa: E402
+from fastreid.retrieval import (INDEX_TYPES, AnnOptions, BuildOptions, Index, build_extractor,  # noqa: E402
+                                collect_images, dataset_items)
+from fastreid.utils import comm  # noqa: E402
+from fastreid.utils.logger import setup_logger  # noqa: E402
+
+logger = logging.getLogger("fastreid.build_index")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = default_argument_parser("Build a search index of drawings (docs/search.md)")
+    p.description = __doc__
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--images", metavar="SPEC", help="an image, a folder (sorted walk) or a list file")
+    src.add_argument("--dataset", metavar="NAME:SPLIT", help="a registered dataset split, e.g. DeepPatent:gallery")
+    p.add_argument("--output", metavar="INDEX_DIR", help="index folder")
+    p.add_argument("--add", action="store_true", help="add the drawings to the existing index in --output")
+    p.add_argument("--onnx", default="", metavar="FILE", help="extract with this ONNX export (onnxruntime, CPU)")
+    p.add_argument("--skip-duplicates", action="store_true", help="skip drawings listed twice or already indexed")
+    p.add_argument("--index-type", default="Flat", choices=INDEX_TYPES, help="faiss structure (default: Flat, exact)")
+    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default TEST.SEARCH.NLIST)")
+    p.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (default TEST.SEARCH.NPROBE)")
+    p.add_argument("--pq-m", type=int, default=0, help="IVF-PQ sub-quantisers (default dim/8)")
+    p.add_argument("--train-size", type=int, default=0, help="IVF training sample (default max(100000, 39*nlist))")
+    p.add_argument("--dtype", choices=("float32", "float16"), default=None, help="stored features (TEST.FEAT_DTYPE)")
+    p.add_argument("--dba", action="store_true", help="database-side augmentation (or TEST.DBA.ENABLED)")
+    p.add_argument("--shard-size", type=int, default=10000, help="drawings per feature shard")
+    return p
+
+
+def items_of(args: argparse.Namespace, cfg):
+    if args.images:
+        return collect_images(args.images)
+    name, _, split = args.dataset.partition(":")
+    split = split or "gallery"
+    if split not in ("train", "query", "gallery"):
+        raise SystemExit(f"--dataset {args.dataset}: the split must be train, query or gallery")
+    ds = load_dataset(cfg, name)
+    return dataset_items(getattr(ds, split), getattr(ds, "origins", {}))
+
+
+def main(args: argparse.Namespace) -> None:
+    setup_logger(None, distributed_rank=comm.get_rank())
+    if args.add:
+        index = Index.open(args.output)
+        added = index.add(items_of(args, index.extractor.cfg), args.skip_duplicates)
+        if comm.is_main_process():
+            logger.info("Added %d drawings: %s now holds %d", added, args.output, len(index))
+        return
+    cfg = None if args.onnx else setup_cfg(args)
+    extractor = build_extractor(cfg, args.onnx)
+    cfg = extractor.cfg
+    overrides = {"shard_size": args.shard_size}
+    if args.dtype:
+        overrides["dtype"] = args.dtype
+    if args.dba:
+        overrides["dba"] = True
+    options = BuildOptions.from_config(cfg, **overrides)
+    options.ann = AnnOptions(args.index_type, args.nlist or options.ann.nlist, args.nprobe or options.ann.nprobe,
+                             args.pq_m, args.train_size)
+    index = Index.build(args.output, items_of(args, cfg), extractor, options, args.skip_duplicates)
+    if index is not None:
+        logger.info("Index ready: %s (%d drawings)", args.output, len(index))
+
+
+if __name__ == "__main__":
+    p = parser()
+    ns = p.parse_args()
+    if not ns.output or not (ns.images or ns.dataset):
+        p.error("--output and one of --images / --dataset are required")
+    try:
+        launch(main, ns.num_gpus, num_machines=ns.num_machines, machine_rank=ns.machine_rank,
+               dist_url=ns.dist_url, args=(ns,))
+    except (OSError, ValueError, KeyError, ImportError) as e:
+        raise SystemExit(f"build_index: {e}") from None

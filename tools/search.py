@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""Find the nearest indexed drawings (and their patents) for query drawings.
+
+    python tools/search.py --index logs/index \\
+        --images datasets/synthetic_patents/test_data/codalab_test_set/lists/test_queries.txt \\
+        --topk 10 --output logs/index_results.jsonl [--qe] [--nprobe 64] [--vis logs/index_vis]
+
+The queries are embedded with the index's own model. ``--config-file``/``MODEL.WEIGHTS`` or ``--onnx``
+select another extractor of the same model (e.g. its ONNX export); a different model or preprocessing
+is refused. See docs/search.md.
+"""
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+import time
+from typing import List
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+from tabulate import tabulate  # noqa: E402
+
+from fastreid.engine import default_argument_parser, setup_cfg  # noqa: E402
+from fastreid.evaluation import write_retrieval_visualisation  # noqa: E402
+from fastreid.retrieval import FingerprintMismatch, Index, SearchHit, build_extractor, collect_images  # noqa: E402
+from fastreid.utils.file_io import atomic_open  # noqa: E402
+from fastreid.utils.logger import setup_logger  # noqa: E402
+
+logger = logging.getLogger("fastreid.search")
+_OUTPUT_FORMATS = (".jsonl", ".csv")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = default_argument_parser("Search an index with query drawings (docs/search.md)")
+    p.description = __doc__
+    p.add_argument("--index", metavar="INDEX_DIR", help="folder written by tools/build_index.py")
+    p.add_argument("--images", metavar="SPEC", help="a query image, a folder or a list file")
+    p.add_argument("--topk", type=int, default=10, help="results per query")
+    p.add_argument("--qe", action="store_true", help="alpha query expansion against the index")
+    p.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (default: the index's)")
+    p.add_argument("--onnx", default="", metavar="FILE", help="embed the queries with this ONNX export")
+    p.add_argument("--batch-size", type=int, default=1, help="queries embedded and searched together")
+    p.add_argument("--output", default="", metavar="FILE", help="results as .jsonl (one object per query) or .csv")
+    p.add_argument("--vis", default="", metavar="DIR", help="write a PNG grid per query and DIR/index.html")
+    p.add_argument("--show", type=int, default=5, help="queries printed as a table on the console")
+    return p
+
+
+def write_results(path: str, queries: List[str], hits: List[List[SearchHit]]) -> None:
+    """``.jsonl``: ``{"query", "results": [{rank, path, item, patent, score}]}`` per line; ``.csv``: one row per hit."""
+    with atomic_open(path, "w") as f:
+        if path.endswith(".jsonl"):
+            for q, row in zip(queries, hits):
+                results = [{"rank": h.rank, "path": h.path, "item": h.item, "patent": h.patent, "score": h.score}
+                           for h in row]
+                f.write(json.dumps({"query": q, "results": results}) + "\n")
+        else:
+            w = csv.writer(f)
+            w.writerow(["query", "rank", "path", "item", "patent", "score"])
+            for q, row in zip(queries, hits):
+                w.writerows([q, h.rank, h.path, h.item, h.patent, f"{h.score:.6f}"] for h in row)
+    logger.info("Wrote %s", path)
+
+
+def main(args: argparse.Namespace) -> int:
+    setup_logger(None)
+    if args.output and not args.output.endswith(_OUTPUT_FORMATS):
+        raise SystemExit(f"--output {args.output}: the file name must end in {' or '.join(_OUTPUT_FORMATS)}")
+    other_model = bool(args.onnx or args.config_file or args.opts)
+    extractor = build_extractor(setup_cfg(args) if not args.onnx else None, args.onnx) if other_model else None
+    index = Index.open(args.index, extractor)
+    queries = collect_images(args.images).paths
+    hits: List[List[SearchHit]] = []
+    latency = []
+    for s in range(0, len(queries), args.batch_size):
+        batch = queries[s:s + args.batch_size]
+        start = time.perf_counter()
+        hits += index.search(batch, args.topk, qe=args.qe, nprobe=args.nprobe)
+        ms = 1000 * (time.perf_counter() - start) / len(batch)
+        latency += [ms] * len(batch)
+        logger.info("query %d%s: %.1f ms per query (embedding + search)", s, f"-{s + len(batch) - 1}"
+                    if len(batch) > 1 else "", ms)
+    logger.info("%d queries against %d drawings: latency p50 %.1f ms, p99 %.1f ms per query", len(queries), len(index),
+                np.percentile(latency, 50), np.percentile(latency, 99))
+    rows = [[os.path.basename(q) if h.rank == 1 else "", h.rank, h.patent, f"{h.score:.4f}", h.path]
+            for q, row in zip(queries[:args.show], hits) for h in row]
+    if rows:
+        print(tabulate(rows, headers=["query", "rank", "patent", "score", "path"]))
+    if args.output:
+        write_results(args.output, queries, hits)
+    if args.vis:
+        idx = np.array([[h.item for h in row] for row in hits])
+        scores = np.array([[h.score for h in row] for row in hits])
+        write_retrieval_visualisation(args.vis, queries, [index.file(i) for i in range(len(index))], idx, scores,
+                                      range(len(queries)))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        p = parser()
+        ns = p.parse_args()
+        if not ns.index or not ns.images:
+            p.error("--index and --images are required")
+        sys.exit(main(ns))
+    except FingerprintMismatch as e:
+        raise SystemExit(f"search: refused: {e}") from None
+    except (OSError, ValueError, KeyError, ImportError) as e:
+        raise SystemExit(f"search: {e}") from None
