@@ -1,6 +1,7 @@
 """Install the ``fastreid`` package: ``pip install -e .[dev]`` (tests) or ``.[gpu]`` (faiss on GPU)."""
 from setuptools import find_packages, setup
 
+ONNX_REQUIRES = ["onnx>=1.14", "onnxruntime>=1.16"]
 SERVE_REQUIRES = ["fastapi>=0.164", "uvicorn>=0.20", "python-multipart>=0.0.9"]
 
 setup(
@@ -30,6 +31,8 @@ setup(
         "gpu": ["faiss-gpu-cu12>=1.8"],
         # The search page (tools/serve.py); fastapi 0.164 brought the request body limit it uses.
         "serve": SERVE_REQUIRES,
-        "dev": ["pytest>=7.0", "pytest-timeout>=2.1", *SERVE_REQUIRES, "httpx>=0.24", "selenium>=4.11"],
+        # ONNX export (tools/export.py) and extraction with onnxruntime (build_index / search --onnx).
+        "onnx": ONNX_REQUIRES,
+        "dev": ["pytest>=7.0", "pytest-timeout>=2.1", *SERVE_REQUIRES, *ONNX_REQUIRES, "httpx>=0.24", "selenium>=4.11"],
     },
 )
