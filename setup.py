@@ -23,7 +23,7 @@ setup(
         "tabulate>=0.8.9",
         "gdown>=4.6",
         "tqdm>=4.60",
-        "Pillow>=9.1",
+        "Pillow>=10.1",
         "numpy>=1.22",
     ],
     extras_require={

@@ -4,12 +4,12 @@ A z-buffer rasteriser records which surface is visible at each (supersampled) pi
 drawn wherever the visible surface changes, which gives the silhouette and all visible edges
 with exact hidden-line removal. Triangles of one smooth surface (a cylinder's side) share a
 surface id, so their facet edges are not drawn. Decals (hole rims, slots) are flat polygons
-that relabel the pixels of their host surface. Orthographic projection throughout.
+that relabel the pixels of their host surface. Orthographic projection, or a central one on request.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -85,20 +85,36 @@ def _raster_triangle(p: np.ndarray, depth: np.ndarray, fill, zbuf: np.ndarray, i
     sub_ids[upd] = fill
 
 
-def surface_map(mesh: Mesh, rotation: np.ndarray, size: int, margin: float) -> np.ndarray:
-    """Visible surface id per pixel of a ``size x size`` orthographic view (0 = background).
+def surface_map(mesh: Mesh, rotation: np.ndarray, size: int, margin: float,
+                perspective: float = 0.0) -> np.ndarray:
+    """Visible surface id per pixel of a ``size x size`` view (0 = background).
 
-    The drawing is scaled to fit inside ``size * (1 - 2 * margin)`` and centred.
+    The drawing is scaled to fit inside ``size * (1 - 2 * margin)`` and centred. ``perspective`` 0 is
+    an orthographic projection; a positive value is a central projection from a camera that far in
+    front of the object, in object extents (2 gives strong foreshortening, 6 a mild one). Depth is
+    then tested on ``-1 / distance``, which is affine in screen space, so hidden lines stay exact.
     """
     cam = mesh.vertices @ rotation.T
-    lo, hi = cam[:, :2].min(0), cam[:, :2].max(0)
+    if perspective > 0:
+        focal = perspective * float(np.ptp(cam, axis=0).max())
+        eye = float(cam[:, 2].max()) + focal
+
+    def to_view(pts: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        c = pts @ rotation.T
+        if perspective <= 0:
+            return c[:, :2], -c[:, 2]
+        dist = eye - c[:, 2]
+        return c[:, :2] * (focal / dist)[:, None], -1.0 / dist
+
+    plane, depth = to_view(mesh.vertices)
+    lo, hi = plane.min(0), plane.max(0)
     scale = size * (1.0 - 2.0 * margin) / max(float((hi - lo).max()), 1e-9)
     centre = (lo + hi) / 2.0
 
     def project(pts: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        c = pts @ rotation.T
-        xy = np.stack([(c[:, 0] - centre[0]) * scale + size / 2.0, (centre[1] - c[:, 1]) * scale + size / 2.0], 1)
-        return xy, -c[:, 2]
+        v, d = to_view(pts)
+        xy = np.stack([(v[:, 0] - centre[0]) * scale + size / 2.0, (centre[1] - v[:, 1]) * scale + size / 2.0], 1)
+        return xy, d
 
     xy, depth = project(mesh.vertices)
     zbuf = np.full((size, size), np.inf)
@@ -112,9 +128,11 @@ def surface_map(mesh: Mesh, rotation: np.ndarray, size: int, margin: float) -> n
     return ids
 
 
-def draw_lines(ids: np.ndarray, supersample: int, line_width: int = 1) -> np.ndarray:
-    """Black lines where the visible surface changes, downsampled to an anti-aliased uint8 image."""
-    edge = np.zeros(ids.shape, dtype=bool)
+def draw_lines(ids: np.ndarray, supersample: int, line_width: int = 1,
+               extra: Optional[np.ndarray] = None) -> np.ndarray:
+    """Black lines where the visible surface changes (plus the ``extra`` mask, e.g. shading lines),
+    thickened to ``line_width``, downsampled to an anti-aliased uint8 image."""
+    edge = np.zeros(ids.shape, dtype=bool) if extra is None else extra.astype(bool)
     dx = ids[:, 1:] != ids[:, :-1]
     dy = ids[1:, :] != ids[:-1, :]
     edge[:, 1:] |= dx

@@ -6,7 +6,7 @@ details (hole count and place, counterbores, knobs, feet, chamfers, proportions 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -213,11 +213,12 @@ BASE_KINDS = ("box", "chamfer_box", "rounded_box", "cylinder", "hexagon", "L", "
 SMALL_KINDS = ("cylinder", "box", "chamfer_box", "hexagon")
 
 
-def sample_family(rng: np.random.Generator) -> dict:
-    """The coarse shape shared by a family: base outline and height, bosses, feet, axle."""
+def sample_family(rng: np.random.Generator, base_kinds: Sequence[str] = BASE_KINDS) -> dict:
+    """The coarse shape shared by a family: base outline (one of ``base_kinds``) and height, bosses,
+    feet, axle."""
     w, d = rng.uniform(0.6, 1.4, size=2)
     return {
-        "base": str(rng.choice(BASE_KINDS)), "axis": "y" if rng.random() < 0.6 else "z",
+        "base": str(rng.choice(list(base_kinds))), "axis": "y" if rng.random() < 0.6 else "z",
         "w": float(w), "d": float(d), "h": float(rng.uniform(0.2, 0.9)), "seed": int(rng.integers(2 ** 31)),
         "bosses": [{"kind": str(rng.choice(SMALL_KINDS)), "r": float(rng.uniform(0.08, 0.22)),
                     "h": float(rng.uniform(0.1, 0.5))} for _ in range(int(rng.integers(1, 4)))],

@@ -32,8 +32,9 @@ from fastreid.utils.file_io import atomic_open
 
 from .datasets.custom import query_count
 from .datasets.deeppatent import find_codalab_root
+from .drawing_sheet import check_effects, render_sheet, sample_look
 from .line_render import ORTHO_VIEWS, render_view
-from .shapes import build_mesh, sample_family, sample_member
+from .shapes import BASE_KINDS, build_mesh, sample_family, sample_member
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ class SyntheticSpec:
     family_size: Tuple[int, int] = (2, 4)
     train_fraction: float = 0.6
     val_fraction: float = 0.2
+    # Sheet effects (fastreid.data.drawing_sheet.SHEET_EFFECTS); empty: the clean style.
+    effects: Tuple[str, ...] = ()
+    # Base shapes families may use (shapes.BASE_KINDS); empty: all. Holds shape families out.
+    base_kinds: Tuple[str, ...] = ()
 
     def check(self) -> None:
         if self.num_patents < 3:
@@ -64,6 +69,10 @@ class SyntheticSpec:
                              f"got {self.train_fraction}, {self.val_fraction}")
         if not 1 <= self.family_size[0] <= self.family_size[1]:
             raise ValueError(f"family_size must be (low, high) with 1 <= low <= high, got {self.family_size}")
+        check_effects(self.effects)
+        unknown = [k for k in self.base_kinds if k not in BASE_KINDS]
+        if unknown:
+            raise ValueError(f"Unknown base kind(s) {unknown}; expected a subset of {BASE_KINDS}")
 
 
 @dataclass
@@ -85,7 +94,7 @@ def plan_patents(spec: SyntheticSpec) -> Tuple[List[_Patent], List[dict]]:
     rng = _rng(spec.seed, 0)
     families, owner = [], []
     while len(owner) < spec.num_patents:
-        families.append(sample_family(_rng(spec.seed, 1, len(families))))
+        families.append(sample_family(_rng(spec.seed, 1, len(families)), spec.base_kinds or BASE_KINDS))
         owner += [len(families) - 1] * int(rng.integers(spec.family_size[0], spec.family_size[1] + 1))
     owner = rng.permutation(np.asarray(owner[:spec.num_patents]))
     n_train = max(1, int(round(spec.num_patents * spec.train_fraction)))
@@ -105,15 +114,34 @@ def plan_patents(spec: SyntheticSpec) -> Tuple[List[_Patent], List[dict]]:
     return patents, families
 
 
-def _render_patent(job: Tuple[int, int, dict, List[str], List[str], int]) -> None:
-    """Draw one patent's views to the given paths (runs in a worker process)."""
-    seed, size, family, views, paths, index = job
+def render_patent(seed: int, size: int, family: dict, views: List[str], index: int,
+                  effects: Tuple[str, ...] = (), always: bool = False) -> List[np.ndarray]:
+    """The uint8 drawings of patent ``index`` (of ``family``) from ``views``, in the given style.
+
+    The sheet effects draw from their own stream, so a patent's object, angles and margins are the
+    same in the clean and the sheet style of one seed. ``always``: every effect on every sheet.
+    """
     rng = _rng(seed, 2, index)
+    sheet_rng = _rng(seed, 4, index)
+    look = sample_look(sheet_rng, effects, always) if effects else None
     mesh = build_mesh(sample_member(family, rng))
     yaw = np.radians(rng.uniform(25, 50)) * (1 if rng.random() < 0.5 else -1)
     pitch = np.radians(rng.uniform(15, 35))
-    for view, path in zip(views, paths):
-        img = render_view(mesh, view, size, margin=float(rng.uniform(0.04, 0.12)), yaw=yaw, pitch=pitch)
+    out = []
+    for fig, view in enumerate(views, start=1):
+        margin = float(rng.uniform(0.04, 0.12))
+        if look is None:
+            out.append(render_view(mesh, view, size, margin=margin, yaw=yaw, pitch=pitch))
+        else:
+            out.append(render_sheet(mesh, view, size, look, sheet_rng, effects, margin=margin, yaw=yaw,
+                                    pitch=pitch, fig=fig, n_sheets=len(views)))
+    return out
+
+
+def _render_patent(job: Tuple[int, int, dict, List[str], List[str], int, Tuple[str, ...]]) -> None:
+    """Draw one patent's views to the given paths (runs in a worker process)."""
+    seed, size, family, views, paths, index, effects = job
+    for img, path in zip(render_patent(seed, size, family, views, index, effects), paths):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         Image.fromarray(img).save(path)
 
@@ -169,7 +197,8 @@ def generate(output: str, spec: Optional[SyntheticSpec] = None, workers: int = 0
             labels.append(lab)
         test_lines[listname] = names
         test_lines[listname + "_labels"] = labels
-    work = [(spec.seed, spec.image_size, families[p.family], p.views, paths, p.index) for p, paths in jobs]
+    work = [(spec.seed, spec.image_size, families[p.family], p.views, paths, p.index, tuple(spec.effects))
+            for p, paths in jobs]
     workers = workers or os.cpu_count() or 1
     if workers > 1:
         with mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
