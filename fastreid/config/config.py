@@ -14,6 +14,8 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import yaml
 from yacs.config import CfgNode as _YacsCfgNode
 
+from . import fastreid_compat
+
 BASE_KEY = "_BASE_"
 
 
@@ -112,9 +114,14 @@ class CfgNode(_YacsCfgNode):
     """Config node; see the module docstring for what it adds to yacs."""
 
     def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
-        """Merge a YAML file (with its ``_BASE_`` chain) into this config."""
+        """Merge a YAML file (with its ``_BASE_`` chain) into this config.
+
+        fast-reid keys that have no effect here are accepted and reported once (``fastreid_compat``).
+        """
         data, sources = load_yaml_with_base(cfg_filename)
-        self._merge_mapping(data, sources)
+        ignored: List[Tuple[str, Any, str]] = []
+        self._merge_mapping(data, sources, ignored=ignored)
+        fastreid_compat.report_ignored(ignored)
 
     def merge_from_list(self, cfg_list: List[str]) -> None:
         """Merge ``KEY VALUE`` pairs given on the command line (values parsed by :func:`_parse_literal`)."""
@@ -122,27 +129,50 @@ class CfgNode(_YacsCfgNode):
         if len(cfg_list) % 2 != 0:
             raise ConfigError(
                 f"Command-line overrides must be KEY VALUE pairs; got an odd number of items: {cfg_list}")
+        ignored: List[Tuple[str, Any, str]] = []
         for i in range(0, len(cfg_list), 2):
             key, raw = cfg_list[i], cfg_list[i + 1]
             where = f"command line (argument {key!r})"
+            if key in fastreid_compat.IGNORED:
+                value = _coerce(fastreid_compat.FASTREID_DEFAULTS[key], _parse_literal(raw), key, where)
+                ignored.append((key, value, where))
+                continue
             node, leaf = self._locate(key, where)
             node._set_checked(leaf, _parse_literal(raw), key, where)
+        fastreid_compat.report_ignored(ignored)
 
-    def _merge_mapping(self, data: Dict[str, Any], sources: Dict[str, str], prefix: str = "") -> None:
+    def _merge_mapping(self, data: Dict[str, Any], sources: Dict[str, str], prefix: str = "",
+                       ignored: Optional[List[Tuple[str, Any, str]]] = None) -> None:
+        """Merge ``data`` below ``prefix``; fast-reid keys without effect here go to ``ignored``."""
+        ignored = [] if ignored is None else ignored
         for k, v in data.items():
             full = prefix + k
             src = sources.get(full, "<dict>")
             line = _yaml_key_line(src, full) if os.path.isfile(src) else None
             where = f"{src}:{line}" if line else src
             if k not in self:
-                raise ConfigError(self._unknown_key_message(full, where, prefix))
-            if isinstance(self[k], _YacsCfgNode):
+                self._accept_ignored(full, v, sources, where, ignored, prefix)
+            elif isinstance(self[k], _YacsCfgNode):
                 if not isinstance(v, dict):
                     raise ConfigError(
                         f"Config key {full} (from {where}) is a group of keys and needs a mapping, got {_type_name(v)}")
-                self[k]._merge_mapping(v, sources, full + ".")
+                self[k]._merge_mapping(v, sources, full + ".", ignored)
             else:
                 self._set_checked(k, v, full, where)
+
+    def _accept_ignored(self, full: str, value: Any, sources: Dict[str, str], where: str,
+                        ignored: List[Tuple[str, Any, str]], prefix: str) -> None:
+        """Record a fast-reid key (or group of them) that has no effect here; anything else is an error."""
+        if isinstance(value, dict) and fastreid_compat.is_ignored_group(full):
+            for sub, sub_value in value.items():
+                src = sources.get(f"{full}.{sub}", "<dict>")
+                line = _yaml_key_line(src, f"{full}.{sub}") if os.path.isfile(src) else None
+                self._accept_ignored(f"{full}.{sub}", sub_value, sources, f"{src}:{line}" if line else src,
+                                     ignored, prefix)
+        elif full in fastreid_compat.IGNORED:
+            ignored.append((full, _coerce(fastreid_compat.FASTREID_DEFAULTS[full], value, full, where), where))
+        else:
+            raise ConfigError(self._unknown_key_message(full, where, prefix))
 
     def _locate(self, full_key: str, where: str) -> Tuple["CfgNode", str]:
         node = self

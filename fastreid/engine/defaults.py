@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 from typing import List, Optional
 
-import numpy as np
 import torch
 
 from fastreid.config import CfgNode, ConfigError, get_cfg
 from fastreid.utils import comm
+from fastreid.utils.env import resolve_seed
+from fastreid.utils.env import seed_all_rng as seed_all
 from fastreid.utils.file_io import atomic_open
 from fastreid.utils.logger import setup_logger
 
@@ -88,16 +88,6 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
     return cfg
 
 
-def seed_all(seed: int) -> int:
-    """Seed python, numpy and torch; a negative seed draws one. Returns the seed used."""
-    if seed < 0:
-        seed = (os.getpid() + int.from_bytes(os.urandom(2), "big")) % 2 ** 31
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-    return seed
-
-
 def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
     """Create OUTPUT_DIR, set up logging, write ``config.yaml`` (rank 0), seed and set cuDNN."""
     output_dir = cfg.OUTPUT_DIR
@@ -110,12 +100,20 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
     logger.info("Command line arguments: " + str(args))
     if getattr(args, "config_file", ""):
         logger.info(f"Contents of config file {args.config_file}:\n{open(args.config_file, encoding='utf-8').read()}")
+    if cfg.SEED < 0:
+        # One concrete seed, recorded in config.yaml and the checkpoints, so that a resume reuses it.
+        resume = bool(getattr(args, "resume", False)) and not getattr(args, "eval_only", False)
+        frozen = cfg.is_frozen()
+        cfg.defrost()
+        cfg.SEED = resolve_seed(cfg.SEED, output_dir, resume=resume)
+        if frozen:
+            cfg.freeze()
     if output_dir and comm.is_main_process():
         path = os.path.join(output_dir, "config.yaml")
         with atomic_open(path, "w") as f:
             f.write(cfg.dump())
         logger.info(f"Full config saved to {os.path.abspath(path)}")
-    seed = seed_all(cfg.SEED + rank if cfg.SEED >= 0 else -1)
+    seed = seed_all(cfg.SEED + rank)
     logger.info(f"Using seed {seed}")
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK

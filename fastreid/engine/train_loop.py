@@ -241,3 +241,13 @@ class SimpleTrainer(TrainerBase):
         self.storage.put_scalar("total_loss", sum(losses.values()))
         if len(losses) > 1 or "total_loss" not in losses:
             self.storage.put_scalars(**losses)
+
+
+class AMPTrainer(SimpleTrainer):
+    """:class:`SimpleTrainer` with mixed precision switched on (fast-reid's name for that trainer);
+    the keyword arguments are ``SimpleTrainer``'s (``amp_dtype``, ``device``, ...)."""
+
+    def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
+                 **kwargs: Any) -> None:
+        kwargs.pop("amp_enabled", None)
+        super().__init__(model, data_loader, optimizer, amp_enabled=True, **kwargs)

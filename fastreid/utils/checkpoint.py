@@ -379,3 +379,13 @@ class Checkpointer:
 __all__ = ["Checkpointer", "CheckpointError", "LoadReport", "TRAINING_ONLY_KEYS", "convert_reference_state_dict",
            "diff_state_dict", "likely_causes", "load_state_dict_reported", "load_state_dict_strict",
            "load_checkpoint_file", "split_checkpoint", "unwrap_model"]
+
+
+def __getattr__(name: str) -> Any:
+    # fast-reid imports PeriodicCheckpointer from here; ours is the training hook (imported lazily:
+    # the engine depends on this module, not the other way round).
+    if name == "PeriodicCheckpointer":
+        from fastreid.engine.hooks import PeriodicCheckpointer
+
+        return PeriodicCheckpointer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -78,3 +78,15 @@ class DeepPatentTest(ImageDataset):
             base_dir = pick_base_dir(path, [base, os.path.join(base, folder)])
             setattr(self, split, read_list(path, base_dir, labeled=False, origins=self.origins))
         self.finish()
+
+
+@DATASET_REGISTRY.register()
+class Patent(DeepPatent):
+    """The DIRA challenge code's name for :class:`DeepPatent` (same layout and lists), so that its
+    configs (``DATASETS.NAMES: ("Patent",)``) run unchanged."""
+
+
+@DATASET_REGISTRY.register()
+class PatentTest(DeepPatentTest):
+    """The DIRA challenge code's name for :class:`DeepPatentTest` (it read ``<root>/codalab_test_set``,
+    which is accepted next to ``<root>/test_data/codalab_test_set``)."""

@@ -9,4 +9,4 @@ def build_backbone(cfg):
     return BACKBONE_REGISTRY.get(cfg.MODEL.BACKBONE.NAME)(cfg)
 
 
-__all__ = ["ResNet", "build_resnet_backbone", "build_backbone"]
+__all__ = ["BACKBONE_REGISTRY", "ResNet", "build_resnet_backbone", "build_backbone"]

@@ -1,4 +1,5 @@
 """Meta-architectures; importing this package registers them in META_ARCH_REGISTRY."""
 from .baseline import Baseline
+from .build import META_ARCH_REGISTRY, build_model
 
-__all__ = ["Baseline"]
+__all__ = ["Baseline", "META_ARCH_REGISTRY", "build_model"]
