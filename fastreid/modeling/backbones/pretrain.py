@@ -1,8 +1,10 @@
-"""ImageNet initialisation of the ResNet backbone from IBN-Net or torchvision release files.
+"""Backbone initialisation from IBN-Net or torchvision ImageNet release files, or from a checkpoint of
+this project (e.g. synthetic pretraining, see docs/training.md).
 
 MODEL.BACKBONE.PRETRAIN_PATH names a local file; without one the release file is downloaded into the
-torch hub cache. Both formats are mapped onto our keys; what cannot be mapped (non-local and SE blocks,
-the ImageNet classifier) is reported, not an error.
+torch hub cache. Every format is mapped onto our keys; what cannot be mapped (non-local and SE blocks,
+the ImageNet classifier, a checkpoint's heads) is reported, not an error. A file that initialises less
+than half of the backbone's weights is refused: it is another architecture, not a pretraining source.
 """
 from __future__ import annotations
 
@@ -73,16 +75,21 @@ def resolve_pretrain_path(cfg) -> str:
 
 
 def map_imagenet_state_dict(state_dict: Mapping[str, Any], model: nn.Module) -> "OrderedDict[str, Any]":
-    """Our keys for an IBN-Net or torchvision ResNet state_dict.
+    """Our keys for an IBN-Net or torchvision ResNet state_dict, or a whole model of this project.
 
-    Drops the ImageNet classifier ``fc.*``. Where ``model`` has an IBN layer but the file has a plain
+    Drops the ImageNet classifier ``fc.*``; of a whole model (``backbone.*`` and ``heads.*`` keys) keeps
+    the backbone without its prefix. Where ``model`` has an IBN layer but the file has a plain
     ``bn1`` (torchvision), the first half of the channels goes to ``bn1.IN`` (affine only) and the rest to
     ``bn1.BN``, which keeps each channel's learned scale and shift.
     """
     ibn_prefixes = {name + "." for name, m in model.named_modules() if isinstance(m, IBN)}
     halves = {name + ".": m.half for name, m in model.named_modules() if isinstance(m, IBN)}
     out: "OrderedDict[str, Any]" = OrderedDict()
-    for key, value in convert_reference_state_dict(state_dict).items():
+    converted = convert_reference_state_dict(state_dict)
+    if any(key.startswith("backbone.") for key in converted):
+        converted = OrderedDict((key[len("backbone."):], value) for key, value in converted.items()
+                                if key.startswith("backbone."))
+    for key, value in converted.items():
         if key.startswith("fc."):
             continue
         prefix, _, leaf = key.rpartition(".")
@@ -105,7 +112,13 @@ def load_imagenet_weights(model: nn.Module, cfg) -> LoadReport:
     path = resolve_pretrain_path(cfg)
     state_dict, _ = split_checkpoint(load_checkpoint_file(path), path)
     mapped = map_imagenet_state_dict(state_dict, model)
-    logger.info("Initialising the backbone from ImageNet weights in %s", path)
+    own = model.state_dict()
+    fitting = sum(1 for k, v in mapped.items() if k in own and getattr(v, "shape", None) == own[k].shape)
+    if fitting < len(own) / 2:
+        raise ValueError(f"MODEL.BACKBONE.PRETRAIN_PATH {path}: only {fitting} of the backbone's {len(own)} "
+                         f"weights fit (DEPTH {cfg.MODEL.BACKBONE.DEPTH}, WITH_IBN {cfg.MODEL.BACKBONE.WITH_IBN}); "
+                         "is it a file of another architecture?")
+    logger.info("Initialising the backbone from pretrained weights in %s", path)
     return load_state_dict_reported(model, mapped, path)
 
 
