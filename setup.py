@@ -8,21 +8,22 @@ setup(
     name="fastreid",
     version="0.1.0",
     description="Patent drawing retrieval (DeepPatent / DIRA) trained like person re-identification",
+    license="Apache-2.0",
     packages=find_packages(include=["fastreid", "fastreid.*"]),
     package_data={"fastreid.retrieval": ["static/*"]},
     python_requires=">=3.9",
     install_requires=[
-        "torch>=2.1",
-        "torchvision>=0.16",
+        # torch.amp.GradScaler("cuda") (the AMP trainer) exists from torch 2.3; torchvision 0.18 pairs with it.
+        "torch>=2.3",
+        "torchvision>=0.18",
         "yacs>=0.1.8",
         "PyYAML>=5.4",
         "faiss-cpu>=1.7.4",
         "tensorboard>=2.10",
-        "scikit-learn>=1.0",
         "termcolor>=1.1",
         "tabulate>=0.8.9",
-        "gdown>=4.6",
         "tqdm>=4.60",
+        "scipy>=1.8",
         "Pillow>=10.1",
         "numpy>=1.22",
     ],
@@ -33,6 +34,8 @@ setup(
         "serve": SERVE_REQUIRES,
         # ONNX export (tools/export.py) and extraction with onnxruntime (build_index / search --onnx).
         "onnx": ONNX_REQUIRES,
-        "dev": ["pytest>=7.0", "pytest-timeout>=2.1", *SERVE_REQUIRES, *ONNX_REQUIRES, "httpx>=0.24", "selenium>=4.11"],
+        # Tests; scikit-learn is only their oracle for the metrics.
+        "dev": ["pytest>=7.0", "pytest-timeout>=2.1", "scikit-learn>=1.0", *SERVE_REQUIRES, *ONNX_REQUIRES,
+                "httpx>=0.24", "selenium>=4.11"],
     },
 )

@@ -39,16 +39,9 @@ PRETRAIN_URLS: Dict[Tuple[str, bool, bool], str] = {
 
 
 def download_weights(url: str) -> str:
-    """Fetch ``url`` into the torch hub cache (Google Drive links through gdown); returns the local path."""
+    """Fetch ``url`` into the torch hub cache; returns the local path."""
     cache = os.path.join(torch.hub.get_dir(), "checkpoints")
     os.makedirs(cache, exist_ok=True)
-    if "drive.google.com" in url:
-        import gdown
-
-        target = os.path.join(cache, url.rstrip("/").split("=")[-1] + ".pth")
-        if not os.path.isfile(target):
-            gdown.download(url, target, quiet=False)
-        return target
     target = os.path.join(cache, os.path.basename(url.split("?")[0]))
     if not os.path.isfile(target):
         torch.hub.download_url_to_file(url, target, progress=True)
@@ -68,7 +61,7 @@ def resolve_pretrain_path(cfg) -> str:
                          "set MODEL.BACKBONE.PRETRAIN_PATH to a local file or MODEL.BACKBONE.PRETRAIN False")
     try:
         return download_weights(url)
-    except Exception as err:  # network errors come in many types (URLError, OSError, HTTPError, gdown's)
+    except Exception as err:  # network errors come in many types (URLError, OSError, HTTPError, ...)
         raise RuntimeError(f"Could not download ImageNet weights from {url} ({err}). Offline? Download the file "
                            "elsewhere and set MODEL.BACKBONE.PRETRAIN_PATH to it, or set "
                            "MODEL.BACKBONE.PRETRAIN False") from err
