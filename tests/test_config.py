@@ -180,7 +180,7 @@ def test_reference_recipe_256():
     assert cfg.INPUT.REA.ENABLED and cfg.INPUT.REA.PROB == 0.5
     assert cfg.INPUT.FLIP.ENABLED and cfg.INPUT.PADDING.ENABLED and cfg.INPUT.PADDING.SIZE == 10
     assert cfg.INPUT.SIZE_TRAIN == [256, 256] and cfg.INPUT.SIZE_TEST == [256, 256]
-    assert cfg.DATALOADER.SAMPLER_TRAIN == "NaiveIdentitySampler" and cfg.DATALOADER.NUM_INSTANCE == 16
+    assert cfg.DATALOADER.SAMPLER_TRAIN == "BalancedIdentitySampler" and cfg.DATALOADER.NUM_INSTANCE == 16
     s = cfg.SOLVER
     assert (s.OPT, s.BASE_LR, s.IMS_PER_BATCH, s.MAX_EPOCH) == ("Adam", 3.5e-4, 128, 70)
     assert (s.WEIGHT_DECAY, s.WARMUP_FACTOR, s.WARMUP_ITERS) == (5e-4, 0.1, 3000)

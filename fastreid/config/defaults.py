@@ -150,8 +150,10 @@ _C.INPUT.AUTOAUG = CN()
 _C.INPUT.AUTOAUG.ENABLED = False
 # Probability of applying AutoAugment to an image.
 _C.INPUT.AUTOAUG.PROB = 0.0
-# AutoAugment policy: "imagenet", "cifar10" or "svhn".
-_C.INPUT.AUTOAUG.POLICY = "imagenet"
+# AutoAugment policy: "original" (the challenge code's: paper ImageNet policy, grey fill, random bilinear/bicubic) or torchvision's "imagenet", "cifar10", "svhn".
+_C.INPUT.AUTOAUG.POLICY = "original"
+# Grey level (0..255) of pixels uncovered by AutoAugment's rotations/shears: 128 as the original; 255 keeps drawings' background white.
+_C.INPUT.AUTOAUG.FILL = 128
 
 _C.INPUT.REA = CN()
 # Random erasing during training.

@@ -6,7 +6,7 @@ All randomness comes from torch's generator, which the dataset seeds per sample 
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Callable, List, Sequence
 
 import torch
 from torchvision.transforms import InterpolationMode
@@ -14,11 +14,15 @@ from torchvision.transforms import v2 as T
 
 from fastreid.config import CfgNode, ConfigError
 
-_POLICIES = {
+from .autoaugment import OriginalAutoAugment
+
+# torchvision's policies; "original" is the challenge code's own (``autoaugment.py``).
+_TV_POLICIES = {
     "imagenet": T.AutoAugmentPolicy.IMAGENET,
     "cifar10": T.AutoAugmentPolicy.CIFAR10,
     "svhn": T.AutoAugmentPolicy.SVHN,
 }
+_POLICIES = ("original", *_TV_POLICIES)
 _PAD_MODES = ("constant", "edge", "reflect", "symmetric")
 
 
@@ -34,6 +38,19 @@ def _prob(value: float, key: str) -> float:
     return float(value)
 
 
+def _autoaugment(node: CfgNode) -> Callable:
+    """The AutoAugment named by ``INPUT.AUTOAUG.POLICY``, filling uncovered pixels with ``.FILL``."""
+    policy = str(node.POLICY).lower()
+    if policy not in _POLICIES:
+        raise ConfigError(f"INPUT.AUTOAUG.POLICY must be one of {list(_POLICIES)}, got {node.POLICY!r}")
+    fill = float(node.FILL)
+    if not 0.0 <= fill <= 255.0:
+        raise ConfigError(f"INPUT.AUTOAUG.FILL must be a grey level in 0..255, got {node.FILL!r}")
+    if policy == "original":
+        return OriginalAutoAugment(fill)
+    return T.AutoAugment(_TV_POLICIES[policy], fill=[int(round(fill))] * 3)
+
+
 def to_float_tensor() -> T.Compose:
     """PIL image -> float32 tensor keeping the 0..255 range."""
     return T.Compose([T.PILToTensor(), T.ToDtype(torch.float32, scale=False)])
@@ -42,8 +59,9 @@ def to_float_tensor() -> T.Compose:
 def build_transforms(cfg: CfgNode, is_train: bool = True) -> T.Compose:
     """The training augmentation pipeline or the deterministic test resize, from ``cfg.INPUT``.
 
-    Train order (as the reference): AutoAugment (with probability), bicubic resize, flip,
-    pad + random crop, colour jitter (with probability), to tensor, random erasing.
+    Train order (as the reference): AutoAugment (with probability, on the image as read, before
+    the resize, like the challenge code), bicubic resize, flip, pad + random crop, colour jitter
+    (with probability), to tensor, random erasing.
     Test: bicubic resize to ``SIZE_TEST`` on the PIL image, to tensor.
     """
     inp = cfg.INPUT
@@ -54,11 +72,7 @@ def build_transforms(cfg: CfgNode, is_train: bool = True) -> T.Compose:
     size = _size(inp.SIZE_TRAIN, "INPUT.SIZE_TRAIN")
     steps: list = []
     if inp.AUTOAUG.ENABLED:
-        policy = str(inp.AUTOAUG.POLICY).lower()
-        if policy not in _POLICIES:
-            raise ConfigError(f"INPUT.AUTOAUG.POLICY must be one of {sorted(_POLICIES)}, got {inp.AUTOAUG.POLICY!r}")
-        steps.append(T.RandomApply([T.AutoAugment(_POLICIES[policy])],
-                                   p=_prob(inp.AUTOAUG.PROB, "INPUT.AUTOAUG.PROB")))
+        steps.append(T.RandomApply([_autoaugment(inp.AUTOAUG)], p=_prob(inp.AUTOAUG.PROB, "INPUT.AUTOAUG.PROB")))
     steps.append(T.Resize(size, interpolation=InterpolationMode.BICUBIC))
     if inp.FLIP.ENABLED:
         steps.append(T.RandomHorizontalFlip(p=_prob(inp.FLIP.PROB, "INPUT.FLIP.PROB")))
