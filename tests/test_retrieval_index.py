@@ -1,0 +1,152 @@
+"""The search index API on real drawings: add equals a fresh build, QE/DBA equal the evaluator's,
+model refusal, duplicates, patent ids, IVF and the stored format."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from fastreid.data import build_reid_test_loader
+from fastreid.engine import DefaultPredictor
+from fastreid.engine.commands import build_eval_model
+from fastreid.evaluation import ReidEvaluator, inference_on_dataset
+from fastreid.retrieval import (BuildOptions, DuplicateError, FingerprintMismatch, Index, Items, TorchExtractor,
+                                collect_images, patent_id)
+from fastreid.evaluation.search import FaissIndex, normalize, torch_knn
+from fastreid.retrieval.ann_index import AnnOptions, build_ann
+
+import retrieval_helpers as rh
+from retrieval_helpers import make_checkpoint, make_data, model_cfg
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("retrieval_index")
+    data = make_data(str(tmp / "data"), num_patents=30)
+    m1 = make_checkpoint(str(tmp / "m1.pth"), seed=1)
+    m2 = make_checkpoint(str(tmp / "m2.pth"), seed=2)
+    queries, database = rh.test_lists(data)
+    return {"tmp": tmp, "data": data, "m1": m1, "m2": m2, "queries": collect_images(queries),
+            "database": collect_images(database), "extractor": TorchExtractor(model_cfg(m1))}
+
+
+def _hits(index, queries, **kw):
+    return [[(h.item, h.path, h.patent) for h in row] for row in index.search(queries, **kw)], \
+        np.array([[h.score for h in row] for row in index.search(queries, **kw)])
+
+
+def _half(items, lo, hi):
+    return Items(items.paths[lo:hi], items.patents[lo:hi], items.origins)
+
+
+def test_add_equals_fresh_build_with_dba(setup):
+    tmp, ex, db, q = setup["tmp"], setup["extractor"], setup["database"], setup["queries"].paths
+    opts = BuildOptions.from_config(ex.cfg, shard_size=5, dba=True)
+    fresh = Index.build(str(tmp / "fresh"), db, ex, opts)
+    half = len(db) // 2
+    grown = Index.build(str(tmp / "grown"), _half(db, 0, half), ex, opts)
+    assert grown.add(_half(db, half, len(db))) == len(db) - half
+    again = Index.open(str(tmp / "grown"))
+    assert len(again) == len(fresh) == len(db) and again.paths == fresh.paths == db.paths
+    for index in (grown, again):
+        items, scores = _hits(index, q, k=len(db))
+        ref_items, ref_scores = _hits(fresh, q, k=len(db))
+        assert items == ref_items
+        np.testing.assert_allclose(scores, ref_scores, atol=1e-6)
+    np.testing.assert_allclose(again.features(), fresh.features(), rtol=1e-5, atol=1e-6)
+    # Shards stay as they were: the first build's are not rewritten, the added ones follow.
+    assert [s["count"] for s in again.manifest["shards"]] == [5] * (half // 5) + [half % 5] * (half % 5 > 0) + \
+        [5] * ((len(db) - half) // 5) + [(len(db) - half) % 5] * ((len(db) - half) % 5 > 0)
+
+
+def test_search_with_qe_and_dba_equals_evaluator_result(setup, tmp_path):
+    """index.search(qe=True) over a DBA index gives the evaluator's result.npy (DBA + query-only AQE)."""
+    ex = setup["extractor"]
+    cfg = ex.cfg.clone()
+    cfg.defrost()
+    cfg.DATASETS.ROOT = setup["data"]
+    cfg.TEST.DBA.ENABLED, cfg.TEST.AQE.ENABLED, cfg.TEST.AQE.MODE = True, True, "query"
+    cfg.TEST.SEARCH.BACKEND = "faiss"
+    cfg.TEST.RESULT_PATH = str(tmp_path / "result.npy")
+    cfg.freeze()
+    loader, num_query = build_reid_test_loader(cfg, "DeepPatentTest")
+    inference_on_dataset(build_eval_model(cfg), loader, ReidEvaluator(cfg, num_query, str(tmp_path), labeled=False))
+    expected = np.load(cfg.TEST.RESULT_PATH)
+    index = Index.build(str(tmp_path / "index"), setup["database"], ex, BuildOptions.from_config(cfg))
+    got = [[h.item for h in row] for row in index.search(setup["queries"].paths, k=cfg.TEST.TOPK, qe=True)]
+    np.testing.assert_array_equal(np.array(got), expected)
+    plain = [[h.item for h in row] for row in index.search(setup["queries"].paths, k=cfg.TEST.TOPK)]
+    assert plain != got  # QE changes the answers here, so the equality above is not vacuous
+
+
+def test_other_checkpoint_or_changed_file_is_refused(setup, tmp_path):
+    index_dir = str(tmp_path / "index")
+    weights = str(tmp_path / "m.pth")
+    shutil.copy(setup["m1"], weights)
+    Index.build(index_dir, setup["database"], TorchExtractor(model_cfg(weights)), BuildOptions(shard_size=8))
+    other = TorchExtractor(model_cfg(setup["m2"]))
+    with pytest.raises(FingerprintMismatch, match=r"checkpoint \(MODEL.WEIGHTS\)"):
+        Index.open(index_dir, extractor=other)
+    bigger = model_cfg(setup["m1"])
+    bigger.merge_from_list(["INPUT.SIZE_TEST", "[48, 48]"])
+    with pytest.raises(FingerprintMismatch, match="preprocessing"):
+        Index.open(index_dir, extractor=TorchExtractor(bigger))
+    # Same weights under another file name are the same model.
+    assert len(Index.open(index_dir, extractor=setup["extractor"])) == len(setup["database"])
+    shutil.copy(setup["m2"], weights)  # the recorded checkpoint file was overwritten after the build
+    with pytest.raises(FingerprintMismatch):
+        Index.open(index_dir)
+
+
+def test_duplicates_are_refused_or_skipped_with_a_count(setup, tmp_path, caplog):
+    db = setup["database"]
+    doubled = Items(db.paths + db.paths[:3], db.patents + db.patents[:3], db.origins)
+    with pytest.raises(DuplicateError, match=os.path.basename(db.paths[0])):
+        Index.build(str(tmp_path / "a"), doubled, setup["extractor"], BuildOptions())
+    index = Index.build(str(tmp_path / "b"), doubled, setup["extractor"], BuildOptions(), skip_duplicates=True)
+    assert index.paths == db.paths
+    assert "Skipped 3 duplicate drawings" in caplog.text
+    with pytest.raises(DuplicateError):
+        index.add(_half(db, 0, 2))
+    assert index.add(_half(db, 0, 2), skip_duplicates=True) == 0
+
+
+def test_format_predictor_embed_and_patents(setup, tmp_path):
+    ex, db = setup["extractor"], setup["database"]
+    index = Index.build(str(tmp_path / "i"), db, ex, BuildOptions(dtype="float16", shard_size=7))
+    manifest = json.load(open(tmp_path / "i" / "manifest.json"))
+    assert manifest["count"] == len(db) and manifest["dim"] == 512 and manifest["dtype"] == "float16"
+    assert manifest["fingerprint"]["preprocessing"]["size_test"] == [32, 32]
+    shard = np.load(tmp_path / "i" / manifest["shards"][0]["features"], mmap_mode="r")
+    assert isinstance(shard, np.memmap) and shard.dtype == np.float16 and shard.shape == (7, 512)
+    # Stored features are DefaultPredictor's (fast-reid's call convention) on the same files.
+    predictor = DefaultPredictor(ex.cfg)
+    ref = predictor(db.paths)
+    np.testing.assert_allclose(index.features(), ref.half().float(), atol=0)
+    emb = index.embed(db.paths[:2])
+    np.testing.assert_allclose(emb, torch.nn.functional.normalize(ref[:2]), atol=1e-6)
+    hits = index.search(emb, k=3)  # feature queries: each drawing finds itself first
+    assert [row[0].item for row in hits] == [0, 1] and hits[0][0].rank == 1
+    assert index.items_of_patent(index.patents[0])[0] == 0
+    with pytest.raises(KeyError):
+        index.items_of_patent("no such patent")
+    assert patent_id("x/USD0810412-20180220-D00005.png") == "USD0810412"
+    assert patent_id("a/b/folder7/001.png") == "folder7"
+    assert patent_id("x/USD0810412-20180220-D00005.png", listed="17") == "17"
+
+
+def test_ivf_pq_search_and_nprobe():
+    """Visiting every list, IVF is exact and IVF-PQ close; the structure is the one the index builds."""
+    rng = np.random.default_rng(0)
+    feats = torch.from_numpy(rng.standard_normal((3000, 32)).astype(np.float32))
+    normed = normalize(feats)
+    exact = torch_knn(normed[:50], normed, 10)[1]
+    for kind in ("IVF", "IVF-PQ"):
+        ann = FaissIndex.wrap(build_ann(normed.numpy(), AnnOptions(kind, nlist=32, nprobe=32, pq_m=8)))
+        got = ann.search(normed[:50], 10)[1]
+        recall = (got[:, :, None] == exact[:, None, :]).any(1).float().mean().item()
+        assert recall > (0.99 if kind == "IVF" else 0.3), (kind, recall)
+        ann.nprobe = 1
+        assert ann.nprobe == 1
