@@ -155,6 +155,23 @@ _C.INPUT.AUTOAUG.POLICY = "original"
 # Grey level (0..255) of pixels uncovered by AutoAugment's rotations/shears: 128 as the original; 255 keeps drawings' background white.
 _C.INPUT.AUTOAUG.FILL = 128
 
+# Augmentations for line drawings, applied after the resize (docs/training.md, "Drawing-aware augmentation").
+_C.INPUT.DRAWING = CN()
+# Probability of thickening (dilating the ink by 1..LINE_MAX_PX px) or thinning the lines.
+_C.INPUT.DRAWING.LINE_PROB = 0.0
+# Largest thickening, in pixels on each side of a line at the training size.
+_C.INPUT.DRAWING.LINE_MAX_PX = 1
+# Probability of lighter/darker ink and off-white paper.
+_C.INPUT.DRAWING.INK_PROB = 0.0
+# Probability of a 90, 180 or 270 degree turn (white fill).
+_C.INPUT.DRAWING.ROT90_PROB = 0.0
+# Probability of a vertical flip.
+_C.INPUT.DRAWING.VFLIP_PROB = 0.0
+# Probability of cropping a window and scaling it back to the full size.
+_C.INPUT.DRAWING.CROP_PROB = 0.0
+# Range of the cropped window's share of the image area.
+_C.INPUT.DRAWING.CROP_SCALE = (0.6, 1.0)
+
 _C.INPUT.REA = CN()
 # Random erasing during training.
 _C.INPUT.REA.ENABLED = False

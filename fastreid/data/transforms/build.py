@@ -15,6 +15,7 @@ from torchvision.transforms import v2 as T
 from fastreid.config import CfgNode, ConfigError
 
 from .autoaugment import OriginalAutoAugment
+from .drawing import CropRescale, InkJitter, LineWidthJitter, RandomQuarterTurn
 
 # torchvision's policies; "original" is the challenge code's own (``autoaugment.py``).
 _TV_POLICIES = {
@@ -51,6 +52,24 @@ def _autoaugment(node: CfgNode) -> Callable:
     return T.AutoAugment(_TV_POLICIES[policy], fill=[int(round(fill))] * 3)
 
 
+def _drawing_steps(node: CfgNode) -> list:
+    """The ``INPUT.DRAWING`` augmentations whose probability is above 0, in a fixed order."""
+    d = "INPUT.DRAWING."
+    if int(node.LINE_MAX_PX) < 1:
+        raise ConfigError(f"{d}LINE_MAX_PX must be >= 1, got {node.LINE_MAX_PX}")
+    low, high = (float(v) for v in node.CROP_SCALE)
+    if not 0.0 < low <= high <= 1.0:
+        raise ConfigError(f"{d}CROP_SCALE must be (low, high) with 0 < low <= high <= 1, got {node.CROP_SCALE}")
+    candidates = [
+        (_prob(node.LINE_PROB, d + "LINE_PROB"), lambda p: LineWidthJitter(p, int(node.LINE_MAX_PX))),
+        (_prob(node.INK_PROB, d + "INK_PROB"), InkJitter),
+        (_prob(node.CROP_PROB, d + "CROP_PROB"), lambda p: CropRescale(p, (low, high))),
+        (_prob(node.ROT90_PROB, d + "ROT90_PROB"), RandomQuarterTurn),
+        (_prob(node.VFLIP_PROB, d + "VFLIP_PROB"), lambda p: T.RandomVerticalFlip(p=p)),
+    ]
+    return [make(p) for p, make in candidates if p > 0]
+
+
 def to_float_tensor() -> T.Compose:
     """PIL image -> float32 tensor keeping the 0..255 range."""
     return T.Compose([T.PILToTensor(), T.ToDtype(torch.float32, scale=False)])
@@ -60,8 +79,9 @@ def build_transforms(cfg: CfgNode, is_train: bool = True) -> T.Compose:
     """The training augmentation pipeline or the deterministic test resize, from ``cfg.INPUT``.
 
     Train order (as the reference): AutoAugment (with probability, on the image as read, before
-    the resize, like the challenge code), bicubic resize, flip, pad + random crop, colour jitter
-    (with probability), to tensor, random erasing.
+    the resize, like the challenge code), bicubic resize, the drawing augmentations of
+    ``INPUT.DRAWING`` (ours; all off by default), flip, pad + random crop, colour jitter (with
+    probability), to tensor, random erasing.
     Test: bicubic resize to ``SIZE_TEST`` on the PIL image, to tensor.
     """
     inp = cfg.INPUT
@@ -74,6 +94,7 @@ def build_transforms(cfg: CfgNode, is_train: bool = True) -> T.Compose:
     if inp.AUTOAUG.ENABLED:
         steps.append(T.RandomApply([_autoaugment(inp.AUTOAUG)], p=_prob(inp.AUTOAUG.PROB, "INPUT.AUTOAUG.PROB")))
     steps.append(T.Resize(size, interpolation=InterpolationMode.BICUBIC))
+    steps += _drawing_steps(inp.DRAWING)
     if inp.FLIP.ENABLED:
         steps.append(T.RandomHorizontalFlip(p=_prob(inp.FLIP.PROB, "INPUT.FLIP.PROB")))
     if inp.PADDING.ENABLED:
