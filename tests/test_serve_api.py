@@ -1,6 +1,6 @@
 """The search page's HTTP API through a real uvicorn server on 127.0.0.1, with real requests.
 
-One tiny index (random-weight demo model at 32 px, synthetic challenge-style database) serves every test;
+One tiny index (random-weight demo model at 32 px, 45 synthetic DeepPatent drawings) serves every test;
 the answers are compared with ``tools/search.py`` on the same index and images.
 """
 from __future__ import annotations
@@ -48,7 +48,8 @@ def _snapshot(folder: str) -> Dict[str, Tuple[int, int, str]]:
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve_api")
     data = rh.make_data(str(tmp / "data"))
-    queries, database = rh.test_lists(data)
+    queries = os.path.join(data, "test_data", "codalab_test_set", "queries")
+    database = os.path.join(data, "train_data", "patent_data")  # DeepPatent names: real patent ids
     cfg = rh.model_cfg(rh.make_checkpoint(str(tmp / "model.pth"), seed=0))
     index_dir = str(tmp / "index")
     Index.build(index_dir, collect_images(database), TorchExtractor(cfg), BuildOptions.from_config(cfg))

@@ -20,34 +20,38 @@ async function errorText(response) {
   }
 }
 
-function card(entry, withScore) {
+function baseName(path) {
+  return path.split(/[\\/]/).pop();
+}
+
+// A result (with rank, score, click -> the patent) or one drawing of an opened patent.
+function card(entry, withScore, matched = null) {
   const el = document.createElement(withScore ? "button" : "div");
-  el.className = "card";
-  if (withScore) {
-    el.type = "button";
-    el.classList.add("result");
-    el.title = `${entry.path}\nclick: all drawings of patent ${entry.patent}`;
-    el.addEventListener("click", () => openPatent(entry.patent));
-  } else {
-    el.classList.add("drawing");
-    el.title = entry.path;
-  }
+  el.className = withScore ? "card result" : "card drawing";
+  el.title = entry.path;
   const img = document.createElement("img");
   img.src = entry.thumb_url;
   img.alt = `drawing ${entry.item} of patent ${entry.patent}`;
   img.loading = "lazy";
   const meta = document.createElement("div");
   meta.className = "meta";
-  const patent = document.createElement("span");
-  patent.className = "patent";
-  patent.textContent = withScore ? `#${entry.rank} ${entry.patent}` : `item ${entry.item}`;
-  meta.append(patent);
+  const label = document.createElement("span");
+  label.className = "patent";
+  const extra = document.createElement("span");
   if (withScore) {
-    const score = document.createElement("span");
-    score.className = "score";
-    score.textContent = entry.score.toFixed(3);
-    meta.append(score);
+    el.type = "button";
+    el.title += `\nclick: all drawings of patent ${entry.patent}`;
+    el.addEventListener("click", () => openPatent(entry.patent, entry.item));
+    label.textContent = `#${entry.rank} ${entry.patent}`;
+    extra.className = "score";
+    extra.textContent = entry.score.toFixed(3);
+  } else {
+    el.classList.toggle("matched", entry.item === matched);
+    label.textContent = `item ${entry.item}`;
+    extra.className = "file";
+    extra.textContent = entry.item === matched ? "matched" : baseName(entry.path);
   }
+  meta.append(label, extra);
   el.append(img, meta);
   return el;
 }
@@ -94,7 +98,7 @@ async function search(file) {
   $("status").append(time);
 }
 
-async function openPatent(patentId) {
+async function openPatent(patentId, matchedItem) {
   const response = await fetch(`/api/patent/${encodeURIComponent(patentId)}`);
   if (!response.ok) {
     setStatus(`Error ${response.status}: ${await errorText(response)}`, true);
@@ -102,7 +106,7 @@ async function openPatent(patentId) {
   }
   const answer = await response.json();
   $("patent-title").textContent = `Patent ${answer.patent}: ${answer.drawings.length} drawing(s)`;
-  $("patent-drawings").replaceChildren(...answer.drawings.map((d) => card(d, false)));
+  $("patent-drawings").replaceChildren(...answer.drawings.map((d) => card(d, false, matchedItem)));
   $("patent-dialog").showModal();
 }
 
