@@ -304,3 +304,38 @@ def test_warmup_step_skipped_when_the_grad_scaler_skips_an_update():
     expected += [end * (1 + math.cos(math.pi * 1 / 2)) / 2] * 3 + [end * (1 + math.cos(math.pi * 2 / 2)) / 2] * 3
     assert recorder.lrs == pytest.approx(expected)
     assert sched.state_dict() == {"last_iter": 12, "warmup_steps": 4}
+
+
+def _train_lrs(cfg, scheduler_fn, xs, ipe):
+    model = _Loss()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.SOLVER.BASE_LR)
+    trainer = SimpleTrainer(model, [{"x": torch.tensor([x])} for x in xs], opt)
+    trainer.grad_scaler = torch.amp.GradScaler("cpu")
+    trainer.cfg = cfg
+    recorder = _RecordLR(opt)
+    trainer.register_hooks([recorder, hooks.LRScheduler(opt, scheduler_fn(opt))])
+    trainer.train(0, len(xs), ipe)
+    return recorder.lrs
+
+
+def test_fastreid_style_scheduler_dict_is_stepped_like_the_original():
+    """A ``build_lr_scheduler`` override returning fast-reid's dict of torch schedulers (epoch scheduler
+    built first, then a per-iteration warmup) gives the same rates as our scheduler."""
+    cfg = get_cfg()
+    cfg.merge_from_list(["SOLVER.BASE_LR", "0.1", "SOLVER.WARMUP_ITERS", "7", "SOLVER.WARMUP_FACTOR", "0.1",
+                         "SOLVER.SCHED", "CosineAnnealingLR", "SOLVER.MAX_EPOCH", "6", "SOLVER.DELAY_EPOCHS", "2",
+                         "SOLVER.ETA_MIN_LR", "0.001"])
+    ipe, warmup = 3, 7
+    xs = [1e35 if i in (2, 3) else 1.0 for i in range(18)]
+
+    def fastreid_dict(opt):
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=6 - max(math.ceil(warmup / ipe), 2), eta_min=0.001)
+        linear = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda n: 1.0 if n >= warmup else 0.1 * (1 - n / warmup) + n / warmup)
+        return {"lr_sched": cosine, "warmup_sched": linear}
+
+    theirs = _train_lrs(cfg, fastreid_dict, xs, ipe)
+    ours = _train_lrs(cfg, lambda opt: build_lr_scheduler(cfg, opt, ipe), xs, ipe)
+    assert ours == pytest.approx(theirs, rel=1e-9)
+    assert max(ours) < 0.1  # two skipped warmup steps: the base rate is never reached
