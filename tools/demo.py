@@ -73,10 +73,20 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--data", default=os.path.join(ROOT, "datasets/synthetic_patents"),
                         help="synthetic data set folder (generated when missing)")
     parser.add_argument("--output", default=os.path.join(ROOT, "logs/demo"), help="output folder of the demo")
-    parser.add_argument("--fresh", action="store_true", help="train again even if finished stages exist")
+    parser.add_argument("--fresh", action="store_true",
+                        help="train again: an earlier demo output folder is moved aside to <output>.previous-<time>")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (KEY VALUE) for every stage")
     args = parser.parse_args(argv)
+    moved = ""
+    # --resume continues an earlier demo (finished stages are skipped); a first run has nothing to resume.
+    resume = not args.fresh and os.path.isdir(args.output)
+    if args.fresh and os.path.isdir(args.output):
+        # Training refuses a folder holding an earlier run; the demo keeps it under another name.
+        moved = f"{args.output.rstrip(os.sep)}.previous-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.rename(args.output, moved)
     setup_logger(args.output)
+    if moved:
+        logger.info(f"--fresh: the earlier demo output was moved to {moved}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     timings: "OrderedDict[str, float]" = OrderedDict()
 
@@ -88,7 +98,7 @@ def main(argv: List[str] = None) -> int:
 
     opts = ["DATASETS.ROOT", args.data, "OUTPUT_DIR", args.output] + list(args.opts or [])
     train_args = default_argument_parser().parse_args(
-        ["--config-file", args.config_file, *([] if args.fresh else ["--resume"]), *opts])
+        ["--config-file", args.config_file, *(["--resume"] if resume else []), *opts])
     start = time.perf_counter()
     train_main(train_args)
     timings["training"] = time.perf_counter() - start

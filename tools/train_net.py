@@ -10,15 +10,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastreid.engine import default_argument_parser, launch  # noqa: E402
-from fastreid.engine.commands import check_config, train_main  # noqa: E402
+from fastreid.engine import default_argument_parser  # noqa: E402
+from fastreid.engine.commands import run_command, train_main  # noqa: E402
 
 
 def main() -> None:
     args = default_argument_parser().parse_args()
-    check_config(args)
-    launch(train_main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    run_command(train_main, args)
 
 
 if __name__ == "__main__":

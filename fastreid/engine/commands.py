@@ -1,24 +1,38 @@
-"""What ``tools/train_net.py`` and ``tools/test.py`` do, importable (the demo and tests call it too)."""
+"""What ``tools/train_net.py`` and ``tools/test.py`` do, importable (the demo and tests call it too).
+
+Order of work: parse every config the command will use, run the preflight on each (all stages up front),
+then build models and data. Evaluation loads weights strictly. See docs/guarantees.md.
+"""
 from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any, Dict, Optional
+import os
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from torch import nn
 
 from fastreid.config import CfgNode, ConfigError
 from fastreid.utils import comm
-from fastreid.utils.checkpoint import (convert_reference_state_dict, load_checkpoint_file,
-                                       load_state_dict_reported, split_checkpoint)
+from fastreid.utils.checkpoint import (CheckpointError, convert_reference_state_dict, load_checkpoint_file,
+                                       load_state_dict_strict, split_checkpoint)
+from fastreid.utils.file_io import remove_stale_temporaries
+from fastreid.utils.logger import setup_logger
 
 from .defaults import default_setup, setup_cfg
+from .launch import launch
+from .preflight import RANDOM_WEIGHTS, PreflightError, PreflightReport, preflight, remove_stale_result
 from .stages import has_stages, plan_stages, previous_stage_weights, run_stages, stage_config
 from .trainer import DefaultTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["check_config", "train_main", "test_main", "build_eval_model", "evaluate"]
+__all__ = ["check_config", "run_preflight", "run_command", "train_main", "test_main", "build_eval_model",
+           "evaluate", "eval_config"]
+
+# Errors that describe bad input: the message names the file, line or key, a traceback adds nothing.
+USER_ERRORS = (ConfigError, PreflightError, CheckpointError, FileNotFoundError)
 
 
 def _eval_stage_cfg(args: argparse.Namespace) -> CfgNode:
@@ -34,54 +48,137 @@ def _eval_stage_cfg(args: argparse.Namespace) -> CfgNode:
     return cfg
 
 
+def eval_config(cfg: CfgNode) -> CfgNode:
+    """``cfg`` for evaluation: the backbone is never initialised from ImageNet (the checkpoint replaces it;
+    offline the download would fail)."""
+    if not cfg.MODEL.BACKBONE.PRETRAIN:
+        return cfg
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.BACKBONE.PRETRAIN = False
+    cfg.freeze()
+    return cfg
+
+
+def _planned_runs(args: argparse.Namespace) -> List[Tuple[str, CfgNode, bool]]:
+    """(label, config, weights checked) of every run the command makes, in order."""
+    if has_stages(args.config_file):
+        if args.eval_only:
+            return [("", _eval_stage_cfg(args), True)]
+        stages = plan_stages(args.config_file, args.opts or [])
+        runs = []
+        for st in stages:
+            cfg = stage_config(st, args.opts or [], stages[st.index - 1] if st.index else None)
+            label = f"Stage {st.index + 1} ({os.path.basename(st.config_file)}): "
+            runs.append((label, cfg, st.index == 0))
+        return runs
+    return [("", setup_cfg(args), True)]
+
+
+def run_preflight(args: argparse.Namespace) -> PreflightReport:
+    """Parse every config of the command and run :func:`preflight` on each (every stage, before any runs).
+
+    Raises:
+        ConfigError: a config file or override is invalid.
+    """
+    report = PreflightReport()
+    for label, cfg, check_weights in _planned_runs(args):
+        train = not args.eval_only
+        # A finished stage is skipped under --resume; a later stage's weights come from the one before.
+        resume = bool(args.resume) and train
+        part = preflight(cfg, train=train, evaluate=True, resume=resume, check_weights=check_weights)
+        report.extend(part, label)
+    return report
+
+
 def check_config(args: argparse.Namespace) -> None:
-    """Parse every config the command will use, so that bad keys exit non-zero before any work."""
+    """Everything before the work: configs, preflight; with ``--check`` print the summary and exit 0/1.
+
+    Bad input exits non-zero with a message naming the key, file or line.
+    """
+    if not args.config_file:
+        raise SystemExit("Error: --config-file is required (e.g. --config-file configs/patent/sbs_R101-ibn_patent_256.yml); "
+                         "training the bare defaults is never what was meant")
+    if not os.environ.get("RANK") or os.environ.get("RANK") == "0":
+        setup_logger()
     try:
-        if has_stages(args.config_file):
-            if args.eval_only:
-                _eval_stage_cfg(args)
-            else:
-                stages = plan_stages(args.config_file, args.opts or [])
-                for st in stages:
-                    stage_config(st, args.opts or [], stages[st.index - 1] if st.index else None)
-        else:
-            setup_cfg(args)
+        report = run_preflight(args)
     except ConfigError as e:
         raise SystemExit(f"Config error: {e}") from None
+    if getattr(args, "check", False):
+        print(report.summary())
+        raise SystemExit(0 if report.ok else 1)
+    report.log_warnings()
+    if not report.ok:
+        raise SystemExit(report.error_text())
+    args.preflight_done = True
+
+
+def _ensure_preflight(args: argparse.Namespace) -> None:
+    """Run the preflight when the caller (the demo, a test) did not go through :func:`check_config`."""
+    if getattr(args, "preflight_done", False):
+        return
+    report = run_preflight(args)
+    report.log_warnings()
+    report.raise_if_failed()
+    args.preflight_done = True
 
 
 def build_eval_model(cfg: CfgNode) -> nn.Module:
-    """The model of ``cfg`` in eval mode with ``MODEL.WEIGHTS`` loaded.
+    """The model of ``cfg`` in eval mode with ``MODEL.WEIGHTS`` loaded strictly.
 
-    When ``MODEL.HEADS.NUM_CLASSES`` is 0 it is taken from the checkpoint's classifier, so that the
-    classifier loads too (it does not affect the features).
+    Every key the features depend on must be in the checkpoint with its shape (the classifier is
+    training-only and skipped). When ``MODEL.HEADS.NUM_CLASSES`` is 0 it is taken from the checkpoint's
+    classifier. ``MODEL.WEIGHTS random`` evaluates the initialisation on purpose; empty is an error.
+
+    Raises:
+        ConfigError: MODEL.WEIGHTS is empty.
+        CheckpointError: the file is unreadable or does not fit the model (table and likely cause).
     """
+    cfg = eval_config(cfg)
+    weights = cfg.MODEL.WEIGHTS
     state: Optional[Dict[str, Any]] = None
-    if cfg.MODEL.WEIGHTS:
-        state_dict, _ = split_checkpoint(load_checkpoint_file(cfg.MODEL.WEIGHTS), cfg.MODEL.WEIGHTS)
+    if weights == RANDOM_WEIGHTS:
+        logger.warning("MODEL.WEIGHTS random: evaluating a randomly initialised model, as asked")
+    elif not weights:
+        raise ConfigError("MODEL.WEIGHTS is empty: evaluation needs a trained checkpoint (MODEL.WEIGHTS "
+                          f"{RANDOM_WEIGHTS} evaluates an untrained model on purpose)")
+    else:
+        state_dict, _ = split_checkpoint(load_checkpoint_file(weights), weights)
         state = convert_reference_state_dict(state_dict)
         if cfg.MODEL.HEADS.NUM_CLASSES == 0 and "heads.weight" in state:
             cfg = cfg.clone()
             cfg.defrost()
             cfg.MODEL.HEADS.NUM_CLASSES = int(state["heads.weight"].shape[0])
             cfg.freeze()
-    else:
-        logger.warning("MODEL.WEIGHTS is empty: evaluating a model without trained weights")
     model = DefaultTrainer.build_model(cfg)
     if state is not None:
-        load_state_dict_reported(model, state, cfg.MODEL.WEIGHTS)
+        load_state_dict_strict(model, state, weights)
     model.eval()
     return model
 
 
 def evaluate(cfg: CfgNode) -> Dict[str, Any]:
     """Load ``MODEL.WEIGHTS`` and run ``DefaultTrainer.test`` on every ``DATASETS.TESTS`` set."""
-    return DefaultTrainer.test(cfg, build_eval_model(cfg))
+    cfg = eval_config(cfg)
+    model = build_eval_model(cfg)
+    if comm.is_main_process():
+        remove_stale_result(cfg)
+    comm.synchronize()
+    return DefaultTrainer.test(cfg, model)
 
 
 def _train_one(cfg: CfgNode, args: argparse.Namespace, resume: bool) -> Dict[str, Any]:
     default_setup(cfg, args)
+    if comm.is_main_process() and cfg.OUTPUT_DIR:
+        for path in remove_stale_temporaries(cfg.OUTPUT_DIR):
+            logger.info("Removed %s, left by an interrupted write", path)
     trainer = DefaultTrainer(cfg)
+    if resume and not trainer.checkpointer.has_checkpoint():
+        logger.warning("=" * 80)
+        logger.warning(f"--resume given but {os.path.abspath(cfg.OUTPUT_DIR)} holds no checkpoint to resume from "
+                       f"(no last_checkpoint): training STARTS FROM SCRATCH")
+        logger.warning("=" * 80)
     trainer.resume_or_load(resume=resume)
     results = trainer.train()
     # Rank 0 writes the final checkpoint; nobody reads it before it is there.
@@ -91,6 +188,7 @@ def _train_one(cfg: CfgNode, args: argparse.Namespace, resume: bool) -> Dict[str
 
 def train_main(args: argparse.Namespace) -> Dict[str, Any]:
     """Body of ``tools/train_net.py`` in every process: evaluate only, train one config, or run the stages."""
+    _ensure_preflight(args)
     if has_stages(args.config_file):
         if args.eval_only:
             cfg = _eval_stage_cfg(args)
@@ -116,3 +214,22 @@ def test_main(args: argparse.Namespace) -> Dict[str, Any]:
     """Body of ``tools/test.py``: evaluation only, whatever ``--eval-only`` says."""
     args.eval_only = True
     return train_main(args)
+
+
+def run_command(main: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> None:
+    """Preflight, then ``main`` in every process; errors exit non-zero, each traceback printed once.
+
+    Bad input (config, preflight, checkpoint, missing file) prints its message only; an error already
+    logged with its traceback by the training loop is not printed a second time.
+    """
+    check_config(args)
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except USER_ERRORS as e:
+        raise SystemExit(f"Error: {e}") from None
+    except Exception as e:
+        if getattr(e, "fastreid_logged", False):
+            print(f"Stopped by {type(e).__name__}: {e} (traceback above and in OUTPUT_DIR/log.txt)", file=sys.stderr)
+            raise SystemExit(1) from None
+        raise

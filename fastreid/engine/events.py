@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from fastreid.utils.file_io import atomic_open
+
 logger = logging.getLogger(__name__)
 
 _CURRENT_STORAGE: List["EventStorage"] = []
@@ -55,6 +57,7 @@ class EventStorage:
 
     def __init__(self, start_iter: int = 0) -> None:
         self.iter = start_iter
+        self.start_iter = start_iter
         self._history: Dict[str, HistoryBuffer] = defaultdict(HistoryBuffer)
         self._smoothing: Dict[str, bool] = {}
         self._latest: Dict[str, Tuple[float, int]] = {}
@@ -103,19 +106,50 @@ class EventWriter:
         pass
 
 
+def truncate_metrics(json_file: str, start_iter: int) -> int:
+    """Drop the rows of ``metrics.json`` at iterations ``>= start_iter`` (written after the checkpoint a run
+    resumes from, so the resumed run writes them again); returns how many were dropped."""
+    if not os.path.isfile(json_file):
+        return 0
+    with open(json_file, encoding="utf-8") as f:
+        lines = [line for line in f if line.strip()]
+    kept = []
+    for line in lines:
+        try:
+            it = int(json.loads(line).get("iteration", -1))
+        except (ValueError, AttributeError):
+            # A line cut by a kill: never complete, never kept.
+            continue
+        if it < start_iter:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if len(kept) != len(lines):
+        with atomic_open(json_file, "w") as f:
+            f.writelines(kept)
+    return len(lines) - len(kept)
+
+
 class JSONWriter(EventWriter):
     """Appends one JSON object per iteration that has new scalars to ``metrics.json``.
 
-    Values are the raw ones of that iteration (no smoothing), so runs can be compared exactly.
+    Values are the raw ones of that iteration (no smoothing), so runs can be compared exactly. The file is
+    opened at the first write: rows at or after the storage's ``start_iter`` (left by the interrupted run a
+    resume continues) are dropped first, so the file holds one row per iteration.
     """
 
     def __init__(self, json_file: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(json_file)), exist_ok=True)
-        self._file = open(json_file, "a", encoding="utf-8")
+        self._path = json_file
+        self._file: Optional[Any] = None
         self._last_written: Dict[str, int] = {}
 
     def write(self) -> None:
         storage = get_event_storage()
+        if self._file is None:
+            dropped = truncate_metrics(self._path, storage.start_iter)
+            if dropped:
+                logger.info("metrics.json: dropped %d rows from iteration %d on (written before the resume)",
+                            dropped, storage.start_iter)
+            self._file = open(self._path, "a", encoding="utf-8")
         by_iter: Dict[int, Dict[str, float]] = defaultdict(dict)
         for k, (v, it) in storage.latest().items():
             if it > self._last_written.get(k, -1):
@@ -130,7 +164,8 @@ class JSONWriter(EventWriter):
             pass
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 class TensorboardWriter(EventWriter):

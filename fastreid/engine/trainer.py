@@ -21,6 +21,7 @@ from fastreid.utils.checkpoint import Checkpointer
 
 from . import hooks
 from .events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
+from .preflight import remove_stale_result
 from .train_loop import HookBase, SimpleTrainer
 
 logger = logging.getLogger(__name__)
@@ -149,7 +150,29 @@ class DefaultTrainer(SimpleTrainer):
         if comm.get_world_size() > 1:
             for buf in self.module.buffers():
                 torch.distributed.broadcast(buf, 0)
-        return self.test(self.cfg, self.module)
+        rng = hooks.get_rng_states()
+        try:
+            if comm.is_main_process():
+                remove_stale_result(self.cfg)
+            return self.test(self.cfg, self.module)
+        except Exception:
+            self._save_before_failure(rng)
+            raise
+
+    def _save_before_failure(self, rng: Dict[str, Any]) -> None:
+        """Keep the trained model when an evaluation fails: ``model_eval_failed.pth`` (``--resume`` continues
+        from it once the evaluation side is fixed)."""
+        if not comm.is_main_process():
+            return
+        done = min(self.iter + 1, self.max_iter)
+        best = next((h.best_metric for h in self._hooks if isinstance(h, hooks.PeriodicCheckpointer)),
+                    self._best_metric)
+        extra: Dict[str, Any] = {"iteration": done, "best_metric": best}
+        if comm.get_world_size() == 1:
+            extra["rng_states"] = [rng]
+        path = self.checkpointer.save("model_eval_failed", **extra)
+        logger.error(f"Evaluation failed after iteration {done}; the trained model is saved as {path} "
+                     f"(fix the evaluation side and continue with --resume)")
 
     def build_writers(self) -> List[EventWriter]:
         """Console line, ``OUTPUT_DIR/metrics.json`` and tensorboard events in ``OUTPUT_DIR``."""
@@ -162,7 +185,12 @@ class DefaultTrainer(SimpleTrainer):
 
     def train(self) -> Dict[str, Any]:  # type: ignore[override]
         """Train from ``start_iter`` to ``max_iter``; returns the last evaluation's results."""
-        super().train(self.start_iter, self.max_iter, self.epoch_iters)
+        try:
+            super().train(self.start_iter, self.max_iter, self.epoch_iters)
+        except Exception as e:
+            # The loop logged the traceback; the command line prints only the message (once).
+            e.fastreid_logged = True  # type: ignore[attr-defined]
+            raise
         for h in self._hooks:
             if isinstance(h, hooks.EvalHook):
                 return h.latest

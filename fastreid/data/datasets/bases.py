@@ -12,6 +12,8 @@ from ..data_utils import is_readable
 logger = logging.getLogger(__name__)
 
 Item = Tuple[str, object, int]
+# Skipped unreadable files named in the log; the rest are counted.
+SKIPPED_LISTED = 20
 
 
 class ListFormatError(ValueError):
@@ -39,7 +41,8 @@ def read_list(path: str, base_dir: Optional[str] = None, labeled: bool = True,
         raise FileNotFoundError(f"List file not found: {path}")
     base_dir = os.path.dirname(os.path.abspath(path)) if base_dir is None else base_dir
     out: List[Tuple[str, int, int]] = []
-    with open(path, encoding="utf-8") as f:
+    # utf-8-sig: a byte-order mark (written by some Windows editors) is not part of the first path.
+    with open(path, encoding="utf-8-sig") as f:
         for lineno, raw in enumerate(f, start=1):
             line = raw.strip()
             if not line:
@@ -70,7 +73,7 @@ def pick_base_dir(list_path: str, candidates: List[str]) -> str:
     """
     first = None
     if os.path.isfile(list_path):
-        with open(list_path, encoding="utf-8") as f:
+        with open(list_path, encoding="utf-8-sig") as f:
             first = next((line.split()[0] for line in f if line.strip()), None)
     if first is not None:
         for c in candidates:
@@ -117,8 +120,12 @@ class ImageDataset:
                 items = getattr(self, split)
                 kept = [it for it in items if is_readable(it[0])]
                 if len(kept) != len(items):
-                    logger.warning("%s %s: skipped %d unreadable or missing images of %d (DATASETS.SKIP_UNREADABLE)",
-                                   self.name, split, len(items) - len(kept), len(items))
+                    skipped = sorted({it[0] for it in items} - {it[0] for it in kept})
+                    listed = "\n".join(f"  {p}" + (f" (listed at {self.origins[p]})" if p in self.origins else "")
+                                       for p in skipped[:SKIPPED_LISTED])
+                    more = f"\n  ... and {len(skipped) - SKIPPED_LISTED} more" if len(skipped) > SKIPPED_LISTED else ""
+                    logger.warning("%s %s: skipped %d unreadable or missing images of %d (DATASETS.SKIP_UNREADABLE):"
+                                   "\n%s%s", self.name, split, len(items) - len(kept), len(items), listed, more)
                 setattr(self, split, kept)
         logger.info("%s: train %d images / %d ids, query %d, gallery %d", self.name, len(self.train),
                     len({it[1] for it in self.train}), len(self.query), len(self.gallery))
