@@ -1,0 +1,134 @@
+"""The search tools as users run them (real subprocesses, real files): build_index then search gives the
+evaluator's answers and mAP@10, a killed build resumes without re-extracting finished shards, another
+model is refused, and the ONNX export matches PyTorch and serves the same index."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from fastreid.data import build_reid_test_loader
+from fastreid.data.synthetic import load_test_ground_truth
+from fastreid.engine.commands import build_eval_model
+from fastreid.evaluation import ReidEvaluator, inference_on_dataset, score_submission
+from fastreid.retrieval import BuildOptions, Index, OnnxExtractor, TorchExtractor, collect_images
+
+import retrieval_helpers as rh
+
+MODEL = ["--config-file", rh.CONFIG, *rh.OPTS]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("retrieval_tools")
+    data = rh.make_data(str(tmp / "data"), num_patents=30)
+    queries, database = rh.test_lists(data)
+    return {"tmp": tmp, "data": data, "queries": queries, "database": database,
+            "m1": rh.make_checkpoint(str(tmp / "m1.pth"), seed=1), "m2": rh.make_checkpoint(str(tmp / "m2.pth"), seed=2)}
+
+
+@pytest.fixture(scope="module")
+def built(setup):
+    """An index of the synthetic test database built by tools/build_index.py with checkpoint m1."""
+    index_dir = str(setup["tmp"] / "index")
+    rh.run_tool("build_index.py", *MODEL, "MODEL.WEIGHTS", setup["m1"], "--images", setup["database"],
+                "--output", index_dir, "--shard-size", "5")
+    return index_dir
+
+
+def test_build_then_search_gives_the_evaluators_top10_and_map(setup, built, tmp_path):
+    cfg = rh.model_cfg(setup["m1"])
+    cfg.merge_from_list(["DATASETS.ROOT", setup["data"], "TEST.RESULT_PATH", str(tmp_path / "result.npy")])
+    loader, num_query = build_reid_test_loader(cfg, "DeepPatentTest")
+    inference_on_dataset(build_eval_model(cfg), loader, ReidEvaluator(cfg, num_query, str(tmp_path), labeled=False))
+    expected = np.load(tmp_path / "result.npy")
+
+    out = str(tmp_path / "results.jsonl")
+    proc = rh.run_tool("search.py", "--index", built, "--images", setup["queries"], "--topk", "10", "--output", out)
+    assert "latency p50" in proc.stderr + proc.stdout
+    lines = [json.loads(line) for line in open(out, encoding="utf-8")]
+    assert [r["query"] for r in lines] == collect_images(setup["queries"]).paths  # input order
+    first = lines[0]["results"][0]
+    assert set(first) == {"rank", "path", "item", "patent", "score"} and first["rank"] == 1
+    assert first["path"] == collect_images(setup["database"]).paths[first["item"]]
+    got = np.array([[r["item"] for r in line["results"]] for line in lines])
+    np.testing.assert_array_equal(got, expected)
+    q_labels, db_labels = load_test_ground_truth(setup["data"])
+    assert score_submission(got, q_labels, db_labels)["mAP@10"] == score_submission(expected, q_labels,
+                                                                                  db_labels)["mAP@10"]
+
+
+def test_search_with_another_checkpoint_is_refused(setup, built):
+    proc = rh.run_tool("search.py", "--index", built, "--images", setup["queries"], *MODEL,
+                       "MODEL.WEIGHTS", setup["m2"], check=False)
+    assert proc.returncode != 0
+    assert "refused" in proc.stderr and "checkpoint (MODEL.WEIGHTS)" in proc.stderr
+
+
+def test_killed_build_resumes_without_reextracting_finished_shards(setup, tmp_path):
+    """SIGKILL after the first shard, then the same command: finished shards stay untouched."""
+    folder = os.path.join(setup["data"], "train_data", "patent_data")
+    index_dir = tmp_path / "index"
+    # 128 px and 2 drawings per shard make extraction slow enough to kill it mid-way.
+    args = [*MODEL, "INPUT.SIZE_TEST", "[128, 128]", "MODEL.WEIGHTS", setup["m1"], "--images", folder,
+            "--output", str(index_dir), "--shard-size", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, os.path.join(rh.ROOT, "tools", "build_index.py"), *args],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = index_dir / "shards" / "00000.npy"
+    deadline = time.time() + 240
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (index_dir / "manifest.json").exists(), "the build finished before it could be killed"
+    done = {p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in (index_dir / "shards").glob("*.npy")}
+    assert "00000.npy" in done
+
+    proc = rh.run_tool("build_index.py", *args)
+    log = proc.stdout + proc.stderr
+    items = collect_images(folder)
+    num_shards = (len(items) + 1) // 2
+    assert f"Extracting {num_shards - len(done)} of {num_shards} shards ({len(done)} finished already)" in log
+    for name, stamp in done.items():
+        path = index_dir / "shards" / name
+        assert (path.stat().st_mtime_ns, path.stat().st_ino) == stamp, f"{name} was extracted again"
+    assert not list((index_dir / "shards").glob("*.tmp"))
+    resumed = Index.open(str(index_dir), load_extractor=False)
+    assert resumed.paths == items.paths and resumed.patents[0].startswith("USD")
+    cfg = rh.model_cfg(setup["m1"])
+    cfg.merge_from_list(["INPUT.SIZE_TEST", "[128, 128]"])
+    fresh = Index.build(str(tmp_path / "fresh"), items, TorchExtractor(cfg), BuildOptions(shard_size=len(items)))
+    np.testing.assert_allclose(resumed.features(), fresh.features(), rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_export_matches_pytorch_and_serves_the_index(setup, built, tmp_path):
+    onnx_path = str(tmp_path / "model.onnx")
+    # A tolerance nothing meets: the check must fail with a non-zero exit, after printing the difference.
+    proc = rh.run_tool("export.py", *MODEL, "MODEL.WEIGHTS", setup["m1"], "--format", "onnx", "--output", onnx_path,
+                       "--images", setup["queries"], "--tolerance", "1e-12", check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("ONNX vs PyTorch"))
+    normalised_diff = float(line.split("normalised ")[1].split()[0])
+    assert 0 < normalised_diff < 1e-4
+
+    torch_index = Index.open(built)
+    onnx = OnnxExtractor(onnx_path)
+    queries = collect_images(setup["queries"]).paths
+    np.testing.assert_allclose(onnx(queries), torch_index.extractor(queries), rtol=1e-4, atol=1e-4)
+    onnx_index = Index.build(str(tmp_path / "onnx_index"), collect_images(setup["database"]), onnx,
+                             BuildOptions(shard_size=5))
+    assert onnx_index.manifest["extractor"]["kind"] == "onnx"
+    ref = [[h.item for h in row] for row in torch_index.search(queries, k=10)]
+    assert [[h.item for h in row] for row in Index.open(str(tmp_path / "onnx_index")).search(queries, k=10)] == ref
+
+    out = str(tmp_path / "results.csv")
+    rh.run_tool("search.py", "--index", built, "--images", setup["queries"], "--onnx", onnx_path, "--output", out)
+    rows = list(csv.DictReader(open(out, encoding="utf-8")))
+    assert len(rows) == 10 * len(queries) and set(rows[0]) == {"query", "rank", "path", "item", "patent", "score"}
+    assert [int(r["item"]) for r in rows] == [i for row in ref for i in row]
