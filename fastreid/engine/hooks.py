@@ -301,8 +301,11 @@ class EvalHook(_EpochPeriodicHook):
 
 
 def _score(results: Dict[str, Any]) -> Optional[float]:
-    """(mAP + Rank-1) / 2 of the first labeled data set in an evaluation result, if any."""
-    for metrics in results.values():
+    """(mAP + Rank-1) / 2 of the first labeled data set in an evaluation result, if any.
+
+    ``results`` is ``{set name: metrics}``, or the metrics alone when one set was evaluated.
+    """
+    for metrics in [results, *results.values()]:
         if isinstance(metrics, dict) and "metric" in metrics:
             return float(metrics["metric"])
         if isinstance(metrics, dict) and "mAP" in metrics and "Rank-1" in metrics:
@@ -340,7 +343,9 @@ class PeriodicCheckpointer(HookBase):
         if not _all_finite(self.model):
             logger.error(f"Not saving {name}: the model has NaN or infinite weights; keeping the last good checkpoint")
             return
-        self.checkpointer.save(name, iteration=iteration, best_metric=self.best_metric, rng_states=rng)
+        # The run's seed too, so that a resume with SEED -1 reuses it (fastreid.utils.env.resolve_seed).
+        seed = getattr(getattr(self.trainer, "cfg", None), "SEED", -1)
+        self.checkpointer.save(name, iteration=iteration, best_metric=self.best_metric, rng_states=rng, seed=int(seed))
 
     def _maybe_save_best(self, iteration: int) -> None:
         if self.eval_hook is None or self.eval_hook.latest_iter == self._best_checked_iter:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -17,10 +18,13 @@ from torch.nn.parallel import DistributedDataParallel
 from fastreid.config import CfgNode
 from fastreid.solver import build_lr_scheduler, build_optimizer, clip_gradients
 from fastreid.utils import comm
-from fastreid.utils.checkpoint import Checkpointer
+from fastreid.utils.checkpoint import (Checkpointer, convert_reference_state_dict, load_checkpoint_file,
+                                       load_state_dict_reported, split_checkpoint)
+from fastreid.utils.file_io import atomic_open
 
 from . import hooks
 from .events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
+from .original_checkpoint import convert_optimizer_state, is_original_checkpoint, original_start_iter
 from .preflight import remove_stale_result
 from .train_loop import HookBase, SimpleTrainer
 
@@ -79,9 +83,11 @@ class DefaultTrainer(SimpleTrainer):
     def __init__(self, cfg: CfgNode) -> None:
         data_loader = self.build_train_loader(cfg)
         dataset = data_loader.dataset
-        cfg = set_num_classes(cfg, dataset.num_classes)
+        cfg = self.auto_scale_hyperparams(cfg, dataset.num_classes)
         module = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, module)
+        if isinstance(optimizer, tuple):  # a fast-reid override returns (optimizer, param_wrapper)
+            optimizer = optimizer[0]
         self.epoch_iters = iters_per_epoch(len(dataset), cfg.SOLVER.IMS_PER_BATCH)
         device = next(module.parameters()).device
         clip = (lambda params: clip_gradients(cfg, params)) if cfg.SOLVER.CLIP_GRADIENTS.ENABLED else None
@@ -102,11 +108,27 @@ class DefaultTrainer(SimpleTrainer):
 
     def resume_or_load(self, resume: bool = True) -> None:
         """With ``resume`` and a ``last_checkpoint`` in OUTPUT_DIR, restore everything and continue from
-        its iteration; otherwise load only the model weights from ``MODEL.WEIGHTS`` (if set)."""
-        resuming = resume and self.checkpointer.has_checkpoint()
-        extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
-        if not resuming:
+        its iteration; otherwise load only the model weights from ``MODEL.WEIGHTS`` (if set).
+
+        A folder written by the original fast-reid code resumes too, at the epoch after its checkpoint's
+        (see :mod:`fastreid.engine.original_checkpoint`); what cannot be carried over is logged.
+        """
+        if not (resume and self.checkpointer.has_checkpoint()):
+            self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=False)
             return
+        path = self.checkpointer.get_checkpoint_file()
+        logger.info("Resuming from %s", path)
+        state_dict, extra = split_checkpoint(load_checkpoint_file(path), path)
+        load_state_dict_reported(self.module, convert_reference_state_dict(state_dict), path)
+        if is_original_checkpoint(extra):
+            self._resume_original(extra, list(convert_reference_state_dict(state_dict)), path)
+            return
+        for key, obj in self.checkpointer.checkpointables.items():
+            if key in extra:
+                obj.load_state_dict(extra.pop(key))
+        if "seed" in extra and int(extra["seed"]) != self.cfg.SEED:
+            logger.warning(f"SEED is {self.cfg.SEED} but the checkpoint was trained with seed {extra['seed']}: the "
+                           f"data order after the resume differs from the uninterrupted run")
         self.start_iter = int(extra.get("iteration", 0))
         self._best_metric = float(extra.get("best_metric", float("-inf")))
         for h in self._hooks:
@@ -119,8 +141,64 @@ class DefaultTrainer(SimpleTrainer):
             logger.warning(f"Checkpoint holds random states of {len(rng)} processes, this run has "
                            f"{comm.get_world_size()}: random streams are not restored")
         logger.info(f"Resuming at iteration {self.start_iter} of {self.max_iter}")
-        if self.start_iter > 0:
-            self.reset_data_loader(self.build_train_loader(self.cfg, self.start_iter))
+        self._restart_data_at(self.start_iter)
+
+    def _restart_data_at(self, start_iter: int) -> None:
+        """Replace the training stream by one positioned at ``start_iter`` (when the loader supports it)."""
+        if start_iter <= 0:
+            return
+        if "start_iter" in inspect.signature(self.build_train_loader).parameters:
+            self.reset_data_loader(self.build_train_loader(self.cfg, start_iter=start_iter))
+        else:
+            logger.warning(f"{type(self).__name__}.build_train_loader(cfg) takes no start_iter: the resumed run "
+                           f"starts its data stream from the beginning")
+
+    def _resume_original(self, extra: Dict[str, Any], order: List[str], path: str) -> None:
+        """Continue a run of the original fast-reid code; logs each part that could not be carried over."""
+        self.start_iter = min(original_start_iter(extra, self.epoch_iters), self.max_iter)
+        lost = ["random states and data order (not saved by the original)",
+                "best score so far (the original saves only this epoch's score: model_best.pth is decided "
+                "again from the next evaluation)"]
+        if "optimizer" in extra:
+            state, problems = convert_optimizer_state(extra["optimizer"], self.optimizer, self.module, self.cfg, order)
+            if state is not None:
+                self.optimizer.load_state_dict(state)
+                logger.info(f"Optimizer state of {path} carried over ({len(state['state'])} parameters)")
+            else:
+                lost.append("optimizer state (" + "; ".join(problems) + ")")
+        else:
+            lost.append("optimizer state (not in the checkpoint)")
+        lost += self._position_original_schedule(extra)
+        if self.grad_scaler is not None:
+            lost.append("AMP grad-scaler state (not saved by the original): the loss scale starts afresh")
+        logger.warning(f"Resuming the original fast-reid run in {path} (epoch {extra['epoch']} done) at iteration "
+                       f"{self.start_iter} of {self.max_iter}. Not carried over: " + "; ".join(lost))
+        self._restart_data_at(self.start_iter)
+
+    def _position_original_schedule(self, extra: Dict[str, Any]) -> List[str]:
+        """Set the LR schedule to the original's position; returns what could not be carried over."""
+        if isinstance(self.scheduler, dict):
+            missing = [k for k in self.scheduler if k not in extra]
+            for k, sched in self.scheduler.items():
+                if k in extra:
+                    sched.load_state_dict(extra[k])
+            return [f"scheduler {k} (not in the checkpoint)" for k in missing]
+        state = self.scheduler.state_dict() if hasattr(self.scheduler, "state_dict") else {}
+        if not {"last_iter", "warmup_steps"} <= set(state):
+            return [f"LR schedule position ({type(self.scheduler).__name__} cannot be positioned from an "
+                    f"original checkpoint)"]
+        warmup_steps = extra.get("warmup_sched", {}).get("last_epoch", min(self.start_iter, self.cfg.SOLVER.WARMUP_ITERS))
+        state.update(last_iter=self.start_iter, warmup_steps=int(warmup_steps))
+        self.scheduler.load_state_dict(state)
+        saved = extra.get("optimizer", {}).get("param_groups", [])
+        if saved and "initial_lr" in saved[0]:
+            want = saved[0]["lr"] / saved[0]["initial_lr"]
+            ours = [g["lr"] / g["initial_lr"] for g in self.optimizer.param_groups
+                    if math.isclose(g["initial_lr"], saved[0]["initial_lr"], rel_tol=1e-6)]
+            if ours and not math.isclose(ours[0], want, rel_tol=1e-4):
+                return [f"learning-rate factor (the original would use {want:.6g} x base at iteration "
+                        f"{self.start_iter}, this schedule gives {ours[0]:.6g}: check SOLVER.* against the original run)"]
+        return []
 
     def build_hooks(self) -> List[Optional[HookBase]]:
         """Timer, LR schedule, freezing, precise BN, evaluation, checkpoints and (rank 0) writers, in order."""
@@ -167,7 +245,7 @@ class DefaultTrainer(SimpleTrainer):
         done = min(self.iter + 1, self.max_iter)
         best = next((h.best_metric for h in self._hooks if isinstance(h, hooks.PeriodicCheckpointer)),
                     self._best_metric)
-        extra: Dict[str, Any] = {"iteration": done, "best_metric": best}
+        extra: Dict[str, Any] = {"iteration": done, "best_metric": best, "seed": int(self.cfg.SEED)}
         if comm.get_world_size() == 1:
             extra["rng_states"] = [rng]
         path = self.checkpointer.save("model_eval_failed", **extra)
@@ -222,15 +300,32 @@ class DefaultTrainer(SimpleTrainer):
         return build_optimizer(cfg, model)
 
     @classmethod
-    def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer, epoch_iters: int) -> Any:
-        return build_lr_scheduler(cfg, optimizer, epoch_iters)
+    def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer, iters_per_epoch: int) -> Any:
+        return build_lr_scheduler(cfg, optimizer, iters_per_epoch)
 
     @classmethod
-    def build_evaluator(cls, cfg: CfgNode, num_query: int, labeled: bool = True,
-                        output_dir: Optional[str] = None) -> Any:
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_dir: Optional[str] = None) -> Tuple[Any, Any]:
+        """``(test loader, evaluator)`` of one ``DATASETS.TESTS`` set, as fast-reid's method returns them.
+
+        Raise ``NotImplementedError`` in an override to skip a set (``test`` then reports it empty).
+        """
         from fastreid.evaluation import ReidEvaluator
 
-        return ReidEvaluator(cfg, num_query, output_dir or cfg.OUTPUT_DIR, labeled=labeled)
+        loader, num_query = cls.build_test_loader(cfg, dataset_name)
+        labeled = bool(getattr(loader.dataset, "labeled", True))
+        return loader, ReidEvaluator(cfg, num_query, output_dir or cfg.OUTPUT_DIR, labeled=labeled)
+
+    @staticmethod
+    def auto_scale_hyperparams(cfg: CfgNode, num_classes: int) -> CfgNode:
+        """``cfg`` with ``MODEL.HEADS.NUM_CLASSES`` set from the training set when it is 0; the updated
+        config is rewritten to ``OUTPUT_DIR/config.yaml`` so that loading it rebuilds the same model."""
+        scaled = set_num_classes(cfg, num_classes)
+        if scaled is not cfg and cfg.OUTPUT_DIR and comm.is_main_process():
+            path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+            if os.path.isfile(path):
+                with atomic_open(path, "w") as f:
+                    f.write(scaled.dump())
+        return scaled
 
     @classmethod
     def wrap_model(cls, cfg: CfgNode, model: nn.Module) -> nn.Module:
@@ -262,9 +357,10 @@ class DefaultTrainer(SimpleTrainer):
         return model
 
     @classmethod
-    def test(cls, cfg: CfgNode, model: nn.Module) -> "OrderedDict[str, Dict[str, float]]":
+    def test(cls, cfg: CfgNode, model: nn.Module) -> Dict[str, Any]:
         """Evaluate ``model`` on every ``DATASETS.TESTS`` set and log a metrics table for each.
 
+        Returns ``{set name: metrics}``, or the metrics alone when there is one set (as fast-reid does).
         Unlabeled sets (the challenge test set) write ``result.npy`` instead of returning metrics.
         """
         from fastreid.evaluation import inference_on_dataset, print_csv_format
@@ -272,13 +368,18 @@ class DefaultTrainer(SimpleTrainer):
         results: "OrderedDict[str, Dict[str, float]]" = OrderedDict()
         was_training = model.training
         for name in cfg.DATASETS.TESTS:
-            loader, num_query = cls.build_test_loader(cfg, name)
-            labeled = bool(getattr(loader.dataset, "labeled", True))
-            evaluator = cls.build_evaluator(cfg, num_query, labeled=labeled)
+            try:
+                loader, evaluator = cls.build_evaluator(cfg, name)
+            except NotImplementedError:
+                logger.warning(f"{cls.__name__}.build_evaluator does not handle {name}: no evaluation of it")
+                results[name] = {}
+                continue
             res = inference_on_dataset(model, loader, evaluator, flip_test=cfg.TEST.FLIP.ENABLED) or {}
             results[name] = res
             if comm.is_main_process() and res:
                 logger.info(f"Evaluation results on {name}:")
                 print_csv_format(res)
         model.train(was_training)
+        if len(results) == 1:
+            return next(iter(results.values()))
         return results
