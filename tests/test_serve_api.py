@@ -73,9 +73,9 @@ def _ranking(results: List[dict]) -> List[Tuple[int, int, str, str]]:
 
 
 def test_search_equals_search_tool(setup):
-    out = str(setup["tmp"] / "tool.jsonl")
-    rh.run_tool("search.py", "--index", setup["index_dir"], "--images", *setup["queries"][:3], "--topk", "10",
-                "--output", out)
+    out, listed = str(setup["tmp"] / "tool.jsonl"), setup["tmp"] / "queries.txt"
+    listed.write_text("".join(p + "\n" for p in setup["queries"][:3]))
+    rh.run_tool("search.py", "--index", setup["index_dir"], "--images", str(listed), "--topk", "10", "--output", out)
     with open(out, encoding="utf-8") as f:
         expected = [json.loads(line)["results"] for line in f]
     assert len(expected) == 3

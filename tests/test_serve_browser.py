@@ -13,6 +13,7 @@ import pytest
 import retrieval_helpers as rh
 from fastreid.retrieval import BuildOptions, Index, TorchExtractor, collect_images
 from fastreid.retrieval.server import create_app
+import serve_support
 from serve_support import ServerThread, chromium_driver
 
 WAIT_S = 60
@@ -77,3 +78,9 @@ def test_page_uploads_a_drawing_and_opens_a_patent(served, tmp_path):
         assert "Error 400" in status.text and "not an image" in status.text
     finally:
         driver.quit()
+
+
+def test_missing_browser_fails_with_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(serve_support, "CHROMIUM", str(tmp_path / "no-chromium"))
+    with pytest.raises(AssertionError, match=r"apt-get install -y chromium chromium-driver"):
+        serve_support.chromium_driver(str(tmp_path / "profile"))
