@@ -90,8 +90,8 @@ def test_case1_checkpoint_of_another_depth_is_refused_with_cause(run, capsys):
     base, cfg, out = run
     ev = base / "ev_depth"
     # --eval-only after the overrides is accepted (case 8).
-    r = run_tool_here(capsys, "tools/test.py", "--config-file", cfg, "OUTPUT_DIR", str(ev), "MODEL.BACKBONE.DEPTH", "34x",
-                 "MODEL.WEIGHTS", str(out / "model_final.pth"), "--eval-only")
+    r = run_tool_here(capsys, "tools/test.py", "--config-file", cfg, "OUTPUT_DIR", str(ev),
+                      "MODEL.BACKBONE.DEPTH", "34x", "MODEL.WEIGHTS", str(out / "model_final.pth"), "--eval-only")
     assert r.returncode != 0
     assert "model_final.pth does not fit the model" in r.output
     assert "missing in checkpoint" in r.output and "MODEL.BACKBONE.DEPTH" in r.output and "18x" in r.output
@@ -112,7 +112,7 @@ def test_case3_misspelt_test_set_and_metric_stop_training_before_the_first_itera
     base, cfg, _ = run
     out = base / "run_typo"
     r = run_tool_here(capsys, "tools/train_net.py", "--config-file", cfg, "OUTPUT_DIR", str(out),
-                 "DATASETS.TESTS", "('DeepPatnt',)", "TEST.METRIC", "cosin")
+                      "DATASETS.TESTS", "('DeepPatnt',)", "TEST.METRIC", "cosin")
     assert r.returncode != 0
     assert "DATASETS.TESTS entry is 'DeepPatnt' (did you mean 'DeepPatent'?)" in r.output
     assert "TEST.METRIC is 'cosin' (did you mean 'cosine'?)" in r.output
@@ -122,7 +122,7 @@ def test_case3_misspelt_test_set_and_metric_stop_training_before_the_first_itera
 def test_case5_empty_string_values_and_check_flag_after_overrides(run, capsys):
     base, cfg, _ = run
     r = run_tool_here(capsys, "tools/train_net.py", "--config-file", cfg, "OUTPUT_DIR", str(base / "checked"),
-                 "MODEL.WEIGHTS", "", "TEST.RESULT_PATH", "", "MODEL.DEVICE", "cpu", "--check")
+                      "MODEL.WEIGHTS", "", "TEST.RESULT_PATH", "", "MODEL.DEVICE", "cpu", "--check")
     assert r.returncode == 0, r.output[-3000:]
     assert "Preflight passed." in r.output and "DeepPatentTest" in r.output
     assert "listed image files checked" in r.output and str(base / "checked") in r.output
@@ -144,7 +144,7 @@ def test_case7_result_path_that_cannot_be_written_is_found_before_extraction(run
     blocker = base / "a_file"
     blocker.write_text("not a folder")
     r = run_tool_here(capsys, "tools/test.py", "--config-file", cfg, "OUTPUT_DIR", str(base / "ev_rp"),
-                 "MODEL.WEIGHTS", str(out / "model_final.pth"), "TEST.RESULT_PATH", str(blocker / "result.npy"))
+                      "MODEL.WEIGHTS", str(out / "model_final.pth"), "TEST.RESULT_PATH", str(blocker / "result.npy"))
     assert r.returncode != 0
     assert f"TEST.RESULT_PATH {blocker / 'result.npy'} is not writable" in r.output
     assert "Model:" not in r.output  # refused before the model was built
@@ -154,7 +154,8 @@ def test_case8_corrupt_checkpoint_is_named_without_traceback(run, capsys):
     base, cfg, out = run
     bad = base / "corrupt.pth"
     bad.write_bytes((out / "model_final.pth").read_bytes()[:4096])
-    r = run_tool_here(capsys, "tools/test.py", "--config-file", cfg, "OUTPUT_DIR", str(base / "ev_bad"), "MODEL.WEIGHTS", str(bad))
+    r = run_tool_here(capsys, "tools/test.py", "--config-file", cfg, "OUTPUT_DIR", str(base / "ev_bad"),
+                      "MODEL.WEIGHTS", str(bad))
     assert r.returncode != 0
     assert f"Cannot read checkpoint {bad}" in r.output and "Traceback" not in r.output
     assert not (base / "ev_bad" / "result.npy").exists()

@@ -4,6 +4,7 @@
     python tools/train_net.py --config-file configs/patent/sbs_R101-ibn_patent_256.yml
     python tools/train_net.py --config-file configs/patent/sbs_R101-ibn_patent_2stage.yml --num-gpus 4
     python tools/train_net.py --config-file X.yml --eval-only MODEL.WEIGHTS logs/x/model_best.pth
+    python tools/train_net.py --config-file X.yml --check   # preflight only (docs/guarantees.md)
 """
 import os
 import sys

@@ -97,8 +97,8 @@ def check_config(args: argparse.Namespace) -> None:
     Bad input exits non-zero with a message naming the key, file or line.
     """
     if not args.config_file:
-        raise SystemExit("Error: --config-file is required (e.g. --config-file configs/patent/sbs_R101-ibn_patent_256.yml); "
-                         "training the bare defaults is never what was meant")
+        raise SystemExit("Error: --config-file is required (e.g. --config-file "
+                         "configs/patent/sbs_R101-ibn_patent_256.yml); the bare defaults are never what was meant")
     if not os.environ.get("RANK") or os.environ.get("RANK") == "0":
         setup_logger()
     try:

@@ -255,9 +255,12 @@ def _check_dataset(cfg: CfgNode, name: str, role: str, splits: Sequence[str], re
                    missing: List[str], identity_sizes: Counter) -> None:
     from fastreid.data.build import load_dataset
 
-    with _quiet("fastreid.data"):
-        ds = _try(report, f"Dataset {name}", lambda: load_dataset(cfg, name))
-    if ds is None:
+    try:
+        with _quiet("fastreid.data"):
+            ds = load_dataset(cfg, name)
+    except Exception as e:  # any construction error (missing list or folder, bad line) is one report line
+        text = str(e)
+        report.errors.append(text if text.startswith(name) else f"Dataset {name}: {text}")
         return
     summary = DatasetSummary(name, role, labeled=bool(getattr(ds, "labeled", True)))
     origins = getattr(ds, "origins", {})
