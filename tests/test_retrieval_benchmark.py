@@ -1,0 +1,32 @@
+"""benchmarks/search_latency.py runs small and reports consistent rows (exact methods have recall 1)."""
+import argparse
+import importlib.util
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("search_latency", os.path.join(REPO, "benchmarks",
+                                                                                 "search_latency.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_search_latency_benchmark_small():
+    bench = _load_benchmark()
+    args = argparse.Namespace(size=3000, dim=32, queries=200, nlist=16, nprobe=16, repeats_single=5, repeats_batch=2,
+                              patents=6, image_size=32, weights="", opts=["INPUT.SIZE_TEST", "[32, 32]"])
+    rows = bench.feature_table(args)
+    names = [r[0] for r in rows]
+    assert names[:3] == ["numpy brute force", "torch brute force", "faiss Flat (index)"]
+    assert any(n.startswith("faiss IVF nlist") for n in names) and any(n.startswith("faiss IVF-PQ") for n in names)
+    by_name = {r[0]: r for r in rows}
+    # Exact methods agree with the exact reference; IVF probing every list is exact too.
+    for name in names[:3] + ["faiss IVF nlist 16, nprobe 16"]:
+        assert by_name[name][-1] == 1.0, name
+    for r in rows:
+        assert len(r) == 8 and all(v >= 0 for v in r[1:]) and r[3] <= r[4] and r[5] <= r[6]
+    model_rows = bench.model_table(args)
+    assert len(model_rows) == 2 and all(r[1] > 0 and 0 < r[2] <= r[3] for r in model_rows)
