@@ -91,8 +91,9 @@ def decode_upload(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
 
 
 def make_thumbnail(path: str, size: int) -> bytes:
-    """PNG bytes of the drawing at ``path``, fitted into ``size`` x ``size`` (aspect ratio kept)."""
-    img = read_image(path, grayscale=False)
+    """Grey PNG bytes of the drawing at ``path`` (read as the models read drawings), fitted into
+    ``size`` x ``size`` with its aspect ratio kept."""
+    img = read_image(path)
     img.thumbnail((size, size), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     img.convert("L").save(buf, format="PNG", optimize=True)
