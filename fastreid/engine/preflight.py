@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
+import torch
 from tabulate import tabulate
 from torch import nn
 
@@ -178,12 +179,22 @@ def _check_choice(report: PreflightReport, key: str, value: Any, allowed: Sequen
         report.errors.append(f"{key} is {value!r}{hint}; allowed: {', '.join(repr(a) for a in allowed)}")
 
 
+def _check_amp_dtype(report: PreflightReport, value: str) -> None:
+    """TEST.AMP_DTYPE through the evaluator's own resolution (which knows "auto") where it has one."""
+    from fastreid.evaluation import evaluator
+
+    resolve = getattr(evaluator, "resolve_amp_dtype", None)
+    if resolve is None:
+        _check_choice(report, "TEST.AMP_DTYPE", value, ("",) + tuple(evaluator._AMP_DTYPES))
+    else:
+        _try(report, "TEST.AMP_DTYPE", lambda: resolve(value, torch.device("cpu")))
+
+
 def _check_names(cfg: CfgNode, report: PreflightReport, train: bool, evaluate: bool) -> List[str]:
     """Registry names and enumerated values; returns the dataset names that exist."""
     import fastreid.data  # noqa: F401  (registers the datasets)
     import fastreid.modeling  # noqa: F401  (registers backbones, heads, meta-architectures)
     from fastreid.evaluation import search
-    from fastreid.evaluation.evaluator import _AMP_DTYPES
     from fastreid.evaluation.reid_evaluation import _FEAT_DTYPES
     from fastreid.modeling.backbones.resnet import RESNET_SPECS
     from fastreid.modeling.layers.classifiers import CLASSIFIER_LAYERS
@@ -209,7 +220,7 @@ def _check_names(cfg: CfgNode, report: PreflightReport, train: bool, evaluate: b
         _check_choice(report, "TEST.METRIC", t.METRIC, search.METRICS)
         _check_choice(report, "TEST.SEARCH.BACKEND", t.SEARCH.BACKEND, getattr(search, "BACKENDS", ("faiss", "torch")))
         _check_choice(report, "TEST.SEARCH.INDEX", t.SEARCH.INDEX, ("flat", "ivf"))
-        _check_choice(report, "TEST.AMP_DTYPE", t.AMP_DTYPE, ("",) + tuple(_AMP_DTYPES))
+        _check_amp_dtype(report, t.AMP_DTYPE)
         _check_choice(report, "TEST.FEAT_DTYPE", t.FEAT_DTYPE, tuple(_FEAT_DTYPES))
         _check_choice(report, "TEST.AQE.MODE", t.AQE.MODE, ("all", "query"))
     if train:
