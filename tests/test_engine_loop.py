@@ -158,6 +158,7 @@ class _EveryStepWriter(TinyTrainer):
     """Writes metrics every iteration so the test can compare each loss."""
 
     def build_hooks(self):
+        self.metrics_period = 1  # losses read back from the device every iteration
         ret = super().build_hooks()
         for h in ret:
             if isinstance(h, hooks.PeriodicWriter):

@@ -95,6 +95,7 @@ def _run(cfg_file, out, resume=False, stop=False):
     cfg.freeze()
     seed_all(cfg.SEED)  # as default_setup does: the same initial weights in every run
     t = DefaultTrainer(cfg)
+    t.metrics_period = 1  # losses read back from the device every iteration, to compare each one
     for h in t._hooks:
         if isinstance(h, hooks.PeriodicWriter):
             h._period = 1

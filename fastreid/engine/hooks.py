@@ -151,11 +151,14 @@ class LayerFreeze(HookBase):
 
     Frozen modules get ``requires_grad=False`` (so the optimizer skips them: no update, no weight
     decay) and are kept in eval mode (BN statistics unchanged) before every step, since evaluation
-    switches the whole model back to training mode.
+    switches the whole model back to training mode. ``on_change(frozen)`` is called when the state
+    flips (the trainer re-wraps DDP with or without ``find_unused_parameters``).
     """
 
-    def __init__(self, model: nn.Module, freeze_layers: Sequence[str], freeze_iters: int) -> None:
+    def __init__(self, model: nn.Module, freeze_layers: Sequence[str], freeze_iters: int,
+                 on_change: Optional[Callable[[bool], None]] = None) -> None:
         self.model = model
+        self._on_change = on_change
         missing = [n for n in freeze_layers if not isinstance(getattr(model, n, None), nn.Module)]
         if missing:
             names = [n for n, _ in model.named_children()]
@@ -175,7 +178,9 @@ class LayerFreeze(HookBase):
                 p.requires_grad_(False)
         if not self.is_frozen:
             logger.info(f"Freezing {self.freeze_layers} until iteration {self.freeze_iters}")
-        self.is_frozen = True
+            self.is_frozen = True
+            if self._on_change is not None:
+                self._on_change(True)
 
     def unfreeze(self) -> None:
         for m in self._modules():
@@ -184,6 +189,8 @@ class LayerFreeze(HookBase):
                 p.requires_grad_(True)
         logger.info(f"Unfreezing {self.freeze_layers} at iteration {self.trainer.iter}")
         self.is_frozen = False
+        if self._on_change is not None:
+            self._on_change(False)
 
     def before_step(self) -> None:
         if self.trainer.iter < self.freeze_iters:

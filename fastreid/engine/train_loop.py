@@ -10,7 +10,7 @@ import logging
 import math
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -148,16 +148,20 @@ def resolve_amp(enabled: bool, dtype: str, device_type: str) -> tuple:
 
 
 class SimpleTrainer(TrainerBase):
-    """One step = next batch, forward (optionally under autocast), finite check, backward, optimizer step.
+    """One step = next batch, forward (optionally under autocast), backward, optimizer step.
 
-    A NaN or infinite loss raises ``FloatingPointError`` naming the iteration and the loss terms before
-    any weight is touched; the decision uses losses gathered from all ranks so every rank stops together.
+    The step never waits for the device: the loss values stay on it and are read (one copy, one
+    gather over ranks) every ``metrics_period`` iterations, at the end of each epoch and at the last
+    iteration. That read also checks them: a NaN or infinite loss raises ``FloatingPointError`` naming
+    its iteration and loss terms, before that step's update and before any end-of-epoch hook
+    (checkpoint, evaluation) runs. Steps between the bad iteration and the check may have updated the
+    weights; the checkpointer never saves non-finite weights. Every rank takes the same decision.
     """
 
     def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
                  device: Optional[torch.device] = None, amp_enabled: bool = False, amp_dtype: str = "float16",
-                 channels_last: bool = False, clip_fn: Optional[Callable[[Iterable[torch.Tensor]], None]] = None
-                 ) -> None:
+                 channels_last: bool = False, clip_fn: Optional[Callable[[Iterable[torch.Tensor]], None]] = None,
+                 metrics_period: int = 20) -> None:
         super().__init__()
         model.train()
         self.model = model
@@ -170,6 +174,9 @@ class SimpleTrainer(TrainerBase):
         self.grad_scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.channels_last = channels_last
         self.clip_fn = clip_fn
+        self.metrics_period = max(1, int(metrics_period))
+        # (iteration, loss names, loss values on the device, data time) not yet read back.
+        self._pending: List[Tuple[int, Tuple[str, ...], torch.Tensor, float]] = []
 
     @property
     def data_iter(self) -> Any:
@@ -192,6 +199,10 @@ class SimpleTrainer(TrainerBase):
             out[k] = v
         return out
 
+    def _metrics_due(self) -> bool:
+        done = self.iter + 1
+        return done % self.metrics_period == 0 or done % self.iters_per_epoch == 0 or done >= self.max_iter
+
     def run_step(self) -> None:
         assert self.model.training, "SimpleTrainer: the model was left in eval mode"
         start = time.perf_counter()
@@ -203,7 +214,10 @@ class SimpleTrainer(TrainerBase):
         if isinstance(loss_dict, torch.Tensor):
             loss_dict = {"total_loss": loss_dict}
         losses = sum(v.float() for v in loss_dict.values())
-        self._write_metrics(loss_dict, data_time)
+        values = torch.stack([v.detach().float().reshape(()) for v in loss_dict.values()])
+        self._pending.append((self.iter, tuple(loss_dict), values, data_time))
+        if self._metrics_due():
+            self.flush_metrics()
 
         self.optimizer.zero_grad(set_to_none=True)
         if self.grad_scaler is not None:
@@ -219,28 +233,37 @@ class SimpleTrainer(TrainerBase):
                 self.clip_fn(self.model.parameters())
             self.optimizer.step()
 
-    def _write_metrics(self, loss_dict: Dict[str, torch.Tensor], data_time: float) -> None:
-        """Average the losses over ranks, stop on a non-finite one, and record them."""
-        local = {k: float(v.detach().float().item()) for k, v in loss_dict.items()}
-        local["data_time"] = data_time
-        all_metrics = comm.all_gather(local)
-        bad = {}
-        for rank, m in enumerate(all_metrics):
-            for k, v in m.items():
-                if k != "data_time" and not math.isfinite(v):
-                    bad.setdefault(k, []).append(rank)
-        if bad:
-            terms = ", ".join(f"{k}={all_metrics[r[0]][k]} (rank {r[0]})" for k, r in bad.items())
-            raise FloatingPointError(
-                f"Loss became infinite or NaN at iteration {self.iter}: {terms}. "
-                f"Training stopped; the last good checkpoint in the output folder is kept.")
-        n = len(all_metrics)
-        avg = {k: sum(m[k] for m in all_metrics) / n for k in local}
-        self.storage.put_scalar("data_time", max(m["data_time"] for m in all_metrics))
-        losses = {k: v for k, v in avg.items() if k != "data_time"}
-        self.storage.put_scalar("total_loss", sum(losses.values()))
-        if len(losses) > 1 or "total_loss" not in losses:
-            self.storage.put_scalars(**losses)
+    def flush_metrics(self) -> None:
+        """Read the pending loss values (one device-to-host copy), average them over ranks, stop on a
+        non-finite one, and record each iteration's values in the event storage under its iteration."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        flat = torch.cat([p[2] for p in pending]).cpu().tolist()
+        local, pos = [], 0
+        for it, names, _, data_time in pending:
+            local.append((it, dict(zip(names, flat[pos:pos + len(names)])), data_time))
+            pos += len(names)
+        ranks = comm.all_gather(local) if comm.get_world_size() > 1 else [local]
+        storage, current = self.storage, self.storage.iter
+        try:
+            for rows in zip(*ranks):
+                it = rows[0][0]
+                bad = [(k, v, r) for r, (_, m, _) in enumerate(rows) for k, v in m.items() if not math.isfinite(v)]
+                if bad:
+                    terms = ", ".join(f"{k}={v} (rank {r})" for k, v, r in bad)
+                    raise FloatingPointError(
+                        f"Loss became infinite or NaN at iteration {it}: {terms}. Training stopped (losses are "
+                        f"checked every {self.metrics_period} iterations and at epoch ends); the last good "
+                        f"checkpoint in the output folder is kept.")
+                storage.iter = it
+                avg = {k: sum(r[1][k] for r in rows) / len(rows) for k in rows[0][1]}
+                storage.put_scalar("data_time", max(r[2] for r in rows))
+                storage.put_scalar("total_loss", sum(avg.values()))
+                if len(avg) > 1 or "total_loss" not in avg:
+                    storage.put_scalars(**avg)
+        finally:
+            storage.iter = current
 
 
 class AMPTrainer(SimpleTrainer):

@@ -30,7 +30,17 @@ from .train_loop import HookBase, SimpleTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DefaultTrainer", "iters_per_epoch", "total_iters", "set_num_classes"]
+__all__ = ["DefaultTrainer", "iters_per_epoch", "total_iters", "set_num_classes", "configure_runtime"]
+
+# Iterations between console/metrics.json lines, which is also how often loss values are read back
+# from the device (and checked for NaN): the step itself never waits for the device.
+LOG_PERIOD = 20
+
+
+def configure_runtime(cfg: CfgNode) -> None:
+    """Process-wide backend settings of a training run: cuDNN autotuning from ``CUDNN_BENCHMARK``."""
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = bool(cfg.CUDNN_BENCHMARK)
 
 
 def iters_per_epoch(num_images: int, ims_per_batch: int) -> int:
@@ -81,6 +91,7 @@ class DefaultTrainer(SimpleTrainer):
     """
 
     def __init__(self, cfg: CfgNode) -> None:
+        configure_runtime(cfg)
         data_loader = self.build_train_loader(cfg)
         dataset = data_loader.dataset
         cfg = self.auto_scale_hyperparams(cfg, dataset.num_classes)
@@ -93,7 +104,7 @@ class DefaultTrainer(SimpleTrainer):
         clip = (lambda params: clip_gradients(cfg, params)) if cfg.SOLVER.CLIP_GRADIENTS.ENABLED else None
         super().__init__(self.wrap_model(cfg, module), data_loader, optimizer, device=device,
                          amp_enabled=cfg.SOLVER.AMP.ENABLED, amp_dtype=cfg.SOLVER.AMP.DTYPE,
-                         channels_last=cfg.SOLVER.CHANNELS_LAST, clip_fn=clip)
+                         channels_last=cfg.SOLVER.CHANNELS_LAST, clip_fn=clip, metrics_period=LOG_PERIOD)
         self.cfg = cfg
         self.module = module
         self.scheduler = self.build_lr_scheduler(cfg, optimizer, self.epoch_iters)
@@ -205,7 +216,8 @@ class DefaultTrainer(SimpleTrainer):
         cfg = self.cfg
         ret: List[Optional[HookBase]] = [hooks.IterationTimer(), hooks.LRScheduler(self.optimizer, self.scheduler)]
         if cfg.MODEL.FREEZE_LAYERS and cfg.SOLVER.FREEZE_ITERS > 0:
-            ret.append(hooks.LayerFreeze(self.module, cfg.MODEL.FREEZE_LAYERS, cfg.SOLVER.FREEZE_ITERS))
+            ret.append(hooks.LayerFreeze(self.module, cfg.MODEL.FREEZE_LAYERS, cfg.SOLVER.FREEZE_ITERS,
+                                         on_change=self._rewrap_ddp))
         if cfg.TEST.PRECISE_BN.ENABLED and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
                                                for m in self.module.modules()):
             bn_cfg = cfg.clone()
@@ -220,8 +232,16 @@ class DefaultTrainer(SimpleTrainer):
         ret.append(hooks.PeriodicCheckpointer(self.checkpointer, self.module, cfg.SOLVER.CHECKPOINT_PERIOD,
                                               eval_hook, self._best_metric))
         if comm.is_main_process():
-            ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=LOG_PERIOD))
         return ret
+
+    def _rewrap_ddp(self, frozen: bool) -> None:
+        """Under DDP, wrap again when layers are frozen or released during the loop: DDP registers only
+        parameters that require gradients, so each wrap covers exactly the trainable ones and
+        ``find_unused_parameters`` (a graph traversal every step) is never needed."""
+        if isinstance(self.model, DistributedDataParallel) and not self.failed and self.iter < self.max_iter:
+            logger.info(f"Re-wrapping DDP for the {'frozen' if frozen else 'released'} layers")
+            self.model = self._ddp(self.model.module)
 
     def _evaluate(self) -> Dict[str, Any]:
         # Without broadcast_buffers every process has its own BN statistics: evaluate (and save) rank 0's.
@@ -333,6 +353,8 @@ class DefaultTrainer(SimpleTrainer):
 
         ``SOLVER.COMPILE`` compiles the ``backbone`` in place (state_dict keys unchanged): the heads and
         losses branch on data, and compiling through them broke the backward pass (torch 2.14, CPU).
+        DDP never uses ``find_unused_parameters``: ``LayerFreeze`` re-wraps it when layers are frozen
+        or released (see ``_rewrap_ddp``).
         """
         if cfg.SOLVER.CHANNELS_LAST:
             model = model.to(memory_format=torch.channels_last)
@@ -340,21 +362,23 @@ class DefaultTrainer(SimpleTrainer):
             target = model.backbone if isinstance(getattr(model, "backbone", None), nn.Module) else model
             target.compile()
         if comm.get_world_size() > 1:
-            on_cuda = next(model.parameters()).is_cuda
             if "syncBN" in (cfg.MODEL.BACKBONE.NORM, cfg.MODEL.HEADS.NORM):
-                if on_cuda:
+                if next(model.parameters()).is_cuda:
                     model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
                 else:
                     logger.warning("NORM syncBN needs CUDA; keeping per-process BatchNorm on CPU")
-            # Frozen layers produce no gradients during the first iterations.
-            find_unused = bool(cfg.MODEL.FREEZE_LAYERS) and cfg.SOLVER.FREEZE_ITERS > 0
-            # BN statistics stay per process during training (as in fast-reid); rank 0's are evaluated and saved.
-            no_buffer_sync = ({"forward_sync_buffers": False}
-                              if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-                              else {"broadcast_buffers": False})
-            model = DistributedDataParallel(model, device_ids=[comm.get_local_rank()] if on_cuda else None,
-                                            find_unused_parameters=find_unused, **no_buffer_sync)
+            model = cls._ddp(model)
         return model
+
+    @staticmethod
+    def _ddp(model: nn.Module) -> DistributedDataParallel:
+        on_cuda = next(model.parameters()).is_cuda
+        # BN statistics stay per process during training (as in fast-reid); rank 0's are evaluated and saved.
+        no_buffer_sync = ({"forward_sync_buffers": False}
+                          if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                          else {"broadcast_buffers": False})
+        return DistributedDataParallel(model, device_ids=[comm.get_local_rank()] if on_cuda else None,
+                                       find_unused_parameters=False, **no_buffer_sync)
 
     @classmethod
     def test(cls, cfg: CfgNode, model: nn.Module) -> Dict[str, Any]:
