@@ -13,7 +13,7 @@ from torch import nn
 
 from fastreid.config import get_cfg
 from fastreid.data.synthetic import SyntheticSpec, generate
-from fastreid.engine import DefaultTrainer, default_argument_parser, default_setup
+from fastreid.engine import DefaultTrainer, HookBase, default_argument_parser, default_setup, hooks
 from fastreid.evaluation import ReidEvaluator
 from fastreid.layers import get_norm
 from fastreid.modeling.backbones import BACKBONE_REGISTRY
@@ -220,3 +220,61 @@ def test_resume_from_original_reports_what_does_not_match(data, tmp_path, caplog
     assert "optimizer group 0 (freeze=freeze, lr=0.001, weight_decay=0.1) matches no parameter group" in warning
     assert not resumed.optimizer.state  # nothing half-loaded
     assert resumed.start_iter == resumed.epoch_iters
+
+
+# ---- exact resume with SEED -1 -------------------------------------------------------------------------
+
+class _Stop(HookBase):
+    def __init__(self, at):
+        self.at = at
+
+    def before_step(self):
+        if self.trainer.iter == self.at:
+            raise KeyboardInterrupt
+
+
+def _seeded_run(cfg_file, out, seed, resume=False, stop_at=None):
+    args = default_argument_parser().parse_args(["--config-file", cfg_file, *(["--resume"] if resume else []),
+                                                 "OUTPUT_DIR", out, "SEED", str(seed)])
+    cfg = get_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    trainer = UserTrainer(cfg)
+    trainer.metrics_period = 1
+    for h in trainer._hooks:
+        if isinstance(h, hooks.PeriodicWriter):
+            h._period = 1
+    if stop_at is not None:
+        trainer.register_hooks([_Stop(stop_at)])
+    trainer.resume_or_load(resume=resume)
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        pass
+    losses = {r["iteration"]: r["total_loss"] for r in map(json.loads, open(os.path.join(out, "metrics.json")))
+              if "total_loss" in r}
+    return trainer, losses
+
+
+def test_exact_resume_with_seed_minus_one(data, tmp_path):
+    cfg_file = tmp_path / "seeded.yml"
+    cfg_file.write_text(f"""MODEL:
+  DEVICE: cpu
+  BACKBONE: {{NAME: build_compat_test_backbone, FEAT_DIM: 16, PRETRAIN: False}}
+INPUT: {{SIZE_TRAIN: [32, 32], SIZE_TEST: [32, 32], FLIP: {{ENABLED: True}}, REA: {{ENABLED: True}}}}
+DATASETS: {{NAMES: [Patent], TESTS: [], ROOT: {data}}}
+DATALOADER: {{SAMPLER_TRAIN: NaiveIdentitySampler, NUM_INSTANCE: 2, NUM_WORKERS: 0}}
+SOLVER: {{IMS_PER_BATCH: 8, MAX_EPOCH: 2, WARMUP_ITERS: 0, BASE_LR: 0.01, CHECKPOINT_PERIOD: 1}}
+TEST: {{EVAL_PERIOD: 0}}
+""")
+    cut = str(tmp_path / "cut")
+    interrupted, _ = _seeded_run(str(cfg_file), cut, -1, stop_at=3 + 1)
+    ipe, total, drawn = interrupted.epoch_iters, interrupted.max_iter, interrupted.cfg.SEED
+    assert ipe == 3 and drawn >= 0  # interrupted in the second epoch, after the first epoch's checkpoint
+    resumed, cut_losses = _seeded_run(str(cfg_file), cut, -1, resume=True)
+    assert resumed.cfg.SEED == drawn and resumed.start_iter == ipe
+    assert yaml.safe_load(open(os.path.join(cut, "config.yaml")))["SEED"] == drawn
+    _, full = _seeded_run(str(cfg_file), str(tmp_path / "full"), drawn)
+    assert [cut_losses[i] for i in range(ipe, total)] == [full[i] for i in range(ipe, total)]
