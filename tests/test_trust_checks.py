@@ -65,7 +65,7 @@ def test_case3_preflight_reports_every_problem_at_once_naming_list_and_line(data
     assert "DeepPatent" in text and "the query split is empty" in text
     assert "DeepPatentTest: none of" in text and "codalab_test_set" in text
     assert "2 listed image(s) do not exist" in text
-    assert f"train_patent_trn.txt:1)" in text and f"val_db_patent.txt:3)" in text
+    assert "train_patent_trn.txt:1)" in text and "val_db_patent.txt:3)" in text
     assert any("NUM_INSTANCE is 16" in w and "no training identity has more than 4" in w for w in report.warnings)
     assert not os.path.exists(tmp_path / "out")
 
@@ -265,3 +265,22 @@ def test_case8_skip_unreadable_names_the_files(data, tmp_path):
     text = "\n".join(r.getMessage() for r in records)
     assert "skipped 1 unreadable" in text and os.path.basename(first) in text and "train_patent_trn.txt:1" in text
     assert all(os.path.basename(first) not in p for p, _, _ in ds.train)
+
+
+def test_case3_every_stage_is_checked_before_the_first_one_trains(data, tmp_path):
+    from fastreid.engine.preflight import PreflightError
+
+    first = tmp_path / "first.yml"
+    first.write_text(_cfg(data, tmp_path / "unused").dump())
+    second = tmp_path / "second.yml"
+    second.write_text("_BASE_: first.yml\nTEST:\n  METRIC: cosin\n")
+    runs = tmp_path / "runs"
+    (tmp_path / "two.yml").write_text(f"STAGES: [first.yml, second.yml]\nOUTPUT_DIR: {runs}\n")
+    os.makedirs(runs / "stage2_second")
+    (runs / "stage2_second" / "metrics.json").write_text('{"iteration": 0}\n')
+    args = default_argument_parser().parse_args(["--config-file", str(tmp_path / "two.yml")])
+    with pytest.raises(PreflightError) as e:
+        train_main(args)
+    assert "Stage 2 (second.yml): TEST.METRIC is 'cosin'" in str(e.value)
+    assert f"Stage 2 (second.yml): OUTPUT_DIR {runs / 'stage2_second'} holds an earlier run" in str(e.value)
+    assert not (runs / "stage1_first").exists()
