@@ -16,7 +16,7 @@ import os
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from tabulate import tabulate
@@ -263,15 +263,20 @@ def _check_builders(cfg: CfgNode, report: PreflightReport, train: bool) -> None:
 
 
 def _check_dataset(cfg: CfgNode, name: str, role: str, splits: Sequence[str], report: PreflightReport,
-                   missing: List[str], identity_sizes: Counter) -> None:
+                   missing: List[str], identity_sizes: Counter, built: Dict[str, Any]) -> None:
+    """Build ``name`` once (``built`` caches it, None when it failed) and check the ``splits`` of its role."""
     from fastreid.data.build import load_dataset
 
-    try:
-        with _quiet("fastreid.data"):
-            ds = load_dataset(cfg, name)
-    except Exception as e:  # any construction error (missing list or folder, bad line) is one report line
-        text = str(e)
-        report.errors.append(text if text.startswith(name) else f"Dataset {name}: {text}")
+    if name not in built:
+        try:
+            with _quiet("fastreid.data"):
+                built[name] = load_dataset(cfg, name)
+        except Exception as e:  # any construction error (missing list or folder, bad line) is one report line
+            built[name] = None
+            text = str(e)
+            report.errors.append(text if text.startswith(name) else f"Dataset {name}: {text}")
+    ds = built[name]
+    if ds is None:
         return
     summary = DatasetSummary(name, role, labeled=bool(getattr(ds, "labeled", True)))
     origins = getattr(ds, "origins", {})
@@ -354,20 +359,24 @@ def preflight(cfg: CfgNode, *, train: bool, evaluate: bool = True, resume: bool 
     evaluate = evaluate and bool(cfg.DATASETS.TESTS)
     if not train and not cfg.DATASETS.TESTS:
         report.errors.append("DATASETS.TESTS is empty: there is nothing to evaluate")
+    if train and not cfg.DATASETS.NAMES:
+        report.errors.append("DATASETS.NAMES is empty: there is nothing to train on")
+    _try(report, "MODEL.DEVICE", lambda: torch.device(cfg.MODEL.DEVICE))
     known = _check_names(cfg, report, train, evaluate)
     _check_builders(cfg, report, train)
     if check_weights:
         _check_weights(cfg, report, train, evaluate)
     missing: List[str] = []
     identity_sizes: Counter = Counter()
+    built: Dict[str, Any] = {}
     if train:
         for name in cfg.DATASETS.NAMES:
             if name in known:
-                _check_dataset(cfg, name, "train", ("train",), report, missing, identity_sizes)
+                _check_dataset(cfg, name, "train", ("train",), report, missing, identity_sizes, built)
     if evaluate:
         for name in cfg.DATASETS.TESTS:
             if name in known:
-                _check_dataset(cfg, name, "test", ("query", "gallery"), report, missing, identity_sizes)
+                _check_dataset(cfg, name, "test", ("query", "gallery"), report, missing, identity_sizes, built)
     if missing:
         report.errors.append(f"{len(missing)} listed image(s) do not exist:\n{_capped(missing)}")
     k = int(cfg.DATALOADER.NUM_INSTANCE)
