@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import os
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -23,12 +24,21 @@ class ConfigError(ValueError):
     """A config file or command-line override is invalid."""
 
 
+@functools.lru_cache(maxsize=32)
+def _composed(text: str) -> Optional[yaml.Node]:
+    """The YAML node tree of a file's text (cached: one parse per file, not one per key)."""
+    try:
+        return yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+
+
 def _yaml_key_line(path: str, full_key: str) -> Optional[int]:
     """1-based line of ``full_key`` (dotted) in the YAML file ``path``, if found."""
     try:
         with open(path, encoding="utf-8") as f:
-            node = yaml.compose(f)
-    except (OSError, yaml.YAMLError):
+            node = _composed(f.read())
+    except OSError:
         return None
     for part in full_key.split("."):
         if not isinstance(node, yaml.MappingNode):
