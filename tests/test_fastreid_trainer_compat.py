@@ -17,6 +17,7 @@ from fastreid.engine import DefaultTrainer, HookBase, default_argument_parser, d
 from fastreid.evaluation import ReidEvaluator
 from fastreid.layers import get_norm
 from fastreid.modeling.backbones import BACKBONE_REGISTRY
+from fastreid.utils.events import get_event_storage
 
 
 @BACKBONE_REGISTRY.register()
@@ -27,10 +28,26 @@ def build_compat_test_backbone(cfg):
                          get_norm(cfg.MODEL.BACKBONE.NORM, dim), nn.ReLU(inplace=True))
 
 
+class UserHook(HookBase):
+    """A hook written for fast-reid: reads the trainer's fast-reid attributes and the event storage."""
+
+    seen = []
+
+    def after_epoch(self):
+        storage = get_event_storage()
+        UserHook.seen.append((self.trainer.epoch, self.trainer.iter, self.trainer.max_epoch,
+                              self.trainer.warmup_iters, "lr" in storage.latest()))
+
+
 class UserTrainer(DefaultTrainer):
-    """A fast-reid-style trainer subclass: only build_evaluator is overridden."""
+    """A fast-reid-style trainer subclass: build_evaluator overridden, one hook added."""
 
     evaluators_built = []
+
+    def build_hooks(self):
+        ret = super().build_hooks()
+        ret.insert(-1, UserHook())
+        return ret
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
@@ -75,7 +92,9 @@ TEST: {{EVAL_PERIOD: 0, IMS_PER_BATCH: 32, SEARCH: {{BACKEND: torch}}}}
 """)
     out = str(tmp_path / "out")
     UserTrainer.evaluators_built.clear()
+    UserHook.seen.clear()
     trainer, results = _user_main(str(cfg_file), ["OUTPUT_DIR", out])
+    assert UserHook.seen == [(0, 2, 1, 0, True)]  # after the only epoch (3 iterations), lr recorded
     # One test set: test() returns the metrics themselves, as fast-reid does.
     assert UserTrainer.evaluators_built == ["Patent"]
     assert set(results) >= {"mAP", "Rank-1", "metric"} and 0 <= results["mAP"] <= 100

@@ -114,6 +114,10 @@ class DefaultTrainer(SimpleTrainer):
         self.checkpointer = Checkpointer(module, cfg.OUTPUT_DIR, **checkpointables)
         self.start_iter = 0
         self.max_iter = total_iters(cfg, self.epoch_iters)
+        # fast-reid's names, read by hooks written for it.
+        self.max_epoch = cfg.SOLVER.MAX_EPOCH
+        self.warmup_iters = cfg.SOLVER.WARMUP_ITERS
+        self.delay_epochs = cfg.SOLVER.DELAY_EPOCHS
         self._best_metric = float("-inf")
         self.register_hooks(self.build_hooks())
 
