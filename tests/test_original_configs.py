@@ -285,8 +285,8 @@ def _run(tool, config, *overrides):
 
 def test_original_configs_train_and_write_result(original_repo):
     base, data = original_repo
-    cpu = ["DATASETS.ROOT", data, "MODEL.DEVICE", "cpu", "MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.FEAT_DIM", "512",
-           "MODEL.BACKBONE.PRETRAIN", "False", "SOLVER.MAX_ITER", "1"]
+    cpu = ["DATASETS.ROOT", data, "MODEL.DEVICE", "cpu", "MODEL.BACKBONE.DEPTH", "18x",
+           "MODEL.BACKBONE.FEAT_DIM", "512", "MODEL.BACKBONE.PRETRAIN", "False", "SOLVER.MAX_ITER", "1"]
     runs = base / "logs"
     stage1, stage2, submit = runs / "R101_256", runs / "R101_384", runs / "submit_log"
     _run("train_net.py", base / "configs/patent/sbs_R101-ibn_patent_256.yml", *cpu,
@@ -297,7 +297,8 @@ def test_original_configs_train_and_write_result(original_repo):
          "MODEL.WEIGHTS", str(stage1 / "model_best.pth"))
     assert "model_final.pth" in os.listdir(stage2)
     log = _run("test.py", base / "configs/patent/sbs_R101-ibn_patent_test.yml", *cpu[:-2],
-               "INPUT.SIZE_TEST", "[32, 32]", "OUTPUT_DIR", str(submit), "MODEL.WEIGHTS", str(stage2 / "model_best.pth"))
+               "INPUT.SIZE_TEST", "[32, 32]", "OUTPUT_DIR", str(submit),
+               "MODEL.WEIGHTS", str(stage2 / "model_best.pth"))
     result = np.load(submit / "result.npy")
     queries, database = load_test_ground_truth(data)
     assert result.shape == (len(queries), min(10, len(database))), log[-2000:]

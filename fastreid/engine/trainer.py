@@ -202,7 +202,8 @@ class DefaultTrainer(SimpleTrainer):
         if not {"last_iter", "warmup_steps"} <= set(state):
             return [f"LR schedule position ({type(self.scheduler).__name__} cannot be positioned from an "
                     f"original checkpoint)"]
-        warmup_steps = extra.get("warmup_sched", {}).get("last_epoch", min(self.start_iter, self.cfg.SOLVER.WARMUP_ITERS))
+        taken = min(self.start_iter, self.cfg.SOLVER.WARMUP_ITERS)  # when the original kept no warmup scheduler
+        warmup_steps = extra.get("warmup_sched", {}).get("last_epoch", taken)
         state.update(last_iter=self.start_iter, warmup_steps=int(warmup_steps))
         self.scheduler.load_state_dict(state)
         saved = extra.get("optimizer", {}).get("param_groups", [])
@@ -212,7 +213,8 @@ class DefaultTrainer(SimpleTrainer):
                     if math.isclose(g["initial_lr"], saved[0]["initial_lr"], rel_tol=1e-6)]
             if ours and not math.isclose(ours[0], want, rel_tol=1e-4):
                 return [f"learning-rate factor (the original would use {want:.6g} x base at iteration "
-                        f"{self.start_iter}, this schedule gives {ours[0]:.6g}: check SOLVER.* against the original run)"]
+                        f"{self.start_iter}, this schedule gives {ours[0]:.6g}: check SOLVER.* against the "
+                        f"original run)"]
         return []
 
     def build_hooks(self) -> List[Optional[HookBase]]:
