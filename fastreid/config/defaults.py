@@ -379,7 +379,7 @@ _C.TEST.VIS.NUM_QUERIES = 10
 _C.STAGES = []
 # Folder for checkpoints, logs, metrics and results.
 _C.OUTPUT_DIR = "logs/"
-# Random seed; negative picks one from time and process id.
+# Random seed; negative draws one per run (recorded in config.yaml and checkpoints, reused by --resume).
 _C.SEED = -1
 # Let cuDNN pick the fastest convolution algorithms.
 _C.CUDNN_BENCHMARK = False
