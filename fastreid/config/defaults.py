@@ -193,6 +193,9 @@ _C.DATASETS.COMBINEALL = False
 # Skip unreadable or missing images (counted in the log) instead of stopping with an error.
 _C.DATASETS.SKIP_UNREADABLE = False
 
+# Resized copies made by tools/prepare_dataset.py (<root>/prepared/<H>x<W>): "auto" (when one matches the loader and gives the same input), "always" or "never".
+_C.DATASETS.PREPARED = "auto"
+
 _C.DATASETS.CUSTOM = CN()
 # ImageFolderRetrieval: root folder with one sub-folder per identity (relative to DATASETS.ROOT).
 _C.DATASETS.CUSTOM.FOLDER = ""
@@ -215,8 +218,8 @@ _C.DATALOADER = CN()
 _C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"
 # Images per identity in a batch (K of P x K).
 _C.DATALOADER.NUM_INSTANCE = 4
-# Worker processes per data loader.
-_C.DATALOADER.NUM_WORKERS = 4
+# Worker processes per data loader; -1: from the machine (cores per process, at most 16, on CUDA; half of them on CPU).
+_C.DATALOADER.NUM_WORKERS = -1
 # Pin host memory for faster transfer to the GPU.
 _C.DATALOADER.PIN_MEMORY = True
 # Keep workers alive between epochs.
@@ -292,12 +295,14 @@ _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 _C.TEST = CN()
 # Evaluate every this many epochs (and at the end); 0 only at the end.
 _C.TEST.EVAL_PERIOD = 20
-# Global test batch size.
-_C.TEST.IMS_PER_BATCH = 64
+# Global test batch size; -1: 256 per process on CUDA, 64 on CPU.
+_C.TEST.IMS_PER_BATCH = -1
 # Distance: "cosine" or "euclidean".
 _C.TEST.METRIC = "cosine"
-# Extract features under autocast: "" (off), "float16" or "bfloat16".
-_C.TEST.AMP_DTYPE = ""
+# Extract features under autocast: "auto" (float16 on CUDA, off on CPU), "" (off), "float16" or "bfloat16".
+_C.TEST.AMP_DTYPE = "auto"
+# Feed test images in channels_last memory format on CUDA (ignored on CPU).
+_C.TEST.CHANNELS_LAST = True
 # Store extracted features as "float32" or "float16".
 _C.TEST.FEAT_DTYPE = "float32"
 # Ranks written to result.npy and shown in visualisations.
@@ -310,8 +315,8 @@ _C.TEST.FLIP = CN()
 _C.TEST.FLIP.ENABLED = False
 
 _C.TEST.SEARCH = CN()
-# Nearest-neighbour backend: "faiss" (GPU when available) or "torch" (chunked).
-_C.TEST.SEARCH.BACKEND = "faiss"
+# Nearest-neighbour backend: "auto" (torch; faiss for an IVF index), "faiss" (GPU when faiss has it) or "torch" (chunked, CUDA when available).
+_C.TEST.SEARCH.BACKEND = "auto"
 # faiss index: "flat" (exact) or "ivf" (approximate, for millions of vectors).
 _C.TEST.SEARCH.INDEX = "flat"
 # IVF: number of inverted lists.

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader
@@ -13,6 +14,7 @@ from fastreid.utils.registry import DATASET_REGISTRY
 
 from .common import CommDataset
 from .datasets import ImageDataset, datasets_root
+from .prepare import resolve_root
 from .samplers import BalancedIdentitySampler, InferenceSampler, NaiveIdentitySampler, TrainingSampler
 from .transforms import build_transforms
 
@@ -21,9 +23,40 @@ logger = logging.getLogger(__name__)
 _TRAIN_SAMPLERS = ("TrainingSampler", "NaiveIdentitySampler", "BalancedIdentitySampler")
 
 
-def load_dataset(cfg: CfgNode, name: str) -> ImageDataset:
-    """Construct the dataset registered as ``name`` under the configured datasets root."""
-    return DATASET_REGISTRY.get(name)(root=datasets_root(cfg), cfg=cfg)
+def load_dataset(cfg: CfgNode, name: str, image_size: Optional[Sequence[int]] = None,
+                 training: bool = False) -> ImageDataset:
+    """Construct the dataset registered as ``name`` under the configured datasets root.
+
+    With ``image_size`` (the loader's), a matching prepared copy of the root is read instead when
+    ``DATASETS.PREPARED`` allows it (see :mod:`fastreid.data.prepare`).
+    """
+    root = datasets_root(cfg)
+    if image_size is not None:
+        root = resolve_root(cfg, root, image_size, training)
+    return DATASET_REGISTRY.get(name)(root=root, cfg=cfg)
+
+
+def _on_cuda(cfg: CfgNode) -> bool:
+    return str(cfg.MODEL.DEVICE).startswith("cuda") and torch.cuda.is_available()
+
+
+def auto_num_workers(cfg: CfgNode) -> int:
+    """``DATALOADER.NUM_WORKERS`` -1: the cores of this process's share of the machine when training on
+    CUDA (at most 16), half of them on CPU, where the model computes on the same cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", 0)) or comm.get_world_size()
+    share = max(1, cores // processes)
+    return min(share, 16) if _on_cuda(cfg) else max(1, share // 2)
+
+
+def resolve_test_batch(cfg: CfgNode) -> int:
+    """``TEST.IMS_PER_BATCH``, or for -1: 256 per process on CUDA, 64 on CPU."""
+    value = int(cfg.TEST.IMS_PER_BATCH)
+    if value == -1:
+        return 256 * comm.get_world_size() if _on_cuda(cfg) else 64
+    if value <= 0:
+        raise ConfigError(f"TEST.IMS_PER_BATCH must be positive or -1 (auto), got {value}")
+    return value
 
 
 def check_nonempty(ds: object, name: str, *splits: str) -> None:
@@ -37,10 +70,13 @@ def check_nonempty(ds: object, name: str, *splits: str) -> None:
 
 
 def _loader_kwargs(cfg: CfgNode) -> Dict[str, Any]:
-    """Worker options; persistent workers and prefetch only exist when there are workers."""
+    """Worker options (-1 workers: :func:`auto_num_workers`); persistent workers and prefetch only exist
+    when there are workers."""
     workers = int(cfg.DATALOADER.NUM_WORKERS)
-    if workers < 0:
-        raise ConfigError(f"DATALOADER.NUM_WORKERS must be >= 0, got {workers}")
+    if workers == -1:
+        workers = auto_num_workers(cfg)
+    elif workers < 0:
+        raise ConfigError(f"DATALOADER.NUM_WORKERS must be >= 0 or -1 (auto), got {workers}")
     kwargs: Dict[str, Any] = {
         "num_workers": workers,
         "pin_memory": bool(cfg.DATALOADER.PIN_MEMORY) and torch.cuda.is_available(),
@@ -79,7 +115,7 @@ def build_reid_train_loader(cfg: CfgNode, start_iter: int = 0) -> DataLoader:
     items: List[Tuple[str, object, int]] = []
     origins: Dict[str, str] = {}
     for name in cfg.DATASETS.NAMES:
-        ds = load_dataset(cfg, name)
+        ds = load_dataset(cfg, name, cfg.INPUT.SIZE_TRAIN, training=True)
         check_nonempty(ds, name, "train")
         # Integer ids of user datasets get the dataset prefix too, so that datasets never collide.
         items += [(p, pid if isinstance(pid, str) else f"{name}_{pid}", cam) for p, pid, cam in ds.train]
@@ -102,12 +138,12 @@ def build_reid_test_loader(cfg: CfgNode, dataset_name: str) -> Tuple[DataLoader,
     restores dataset order. Returns the loader and the number of queries; ``loader.dataset.labeled``
     is False for sets without ids (pids are then -1).
     """
-    ds = load_dataset(cfg, dataset_name)
+    ds = load_dataset(cfg, dataset_name, cfg.INPUT.SIZE_TEST)
     check_nonempty(ds, dataset_name, "query", "gallery")
     dataset = CommDataset(list(ds.query) + list(ds.gallery), build_transforms(cfg, is_train=False), relabel=False,
                           grayscale=bool(cfg.INPUT.GRAYSCALE), origins=getattr(ds, "origins", {}),
                           labeled=bool(getattr(ds, "labeled", True)))
     world, rank = comm.get_world_size(), comm.get_rank()
-    batch = max(1, int(cfg.TEST.IMS_PER_BATCH) // world)
+    batch = max(1, resolve_test_batch(cfg) // world)
     batch_sampler = BatchSampler(InferenceSampler(len(dataset), rank, world), batch, drop_last=False)
     return DataLoader(dataset, batch_sampler=batch_sampler, **_loader_kwargs(cfg)), len(ds.query)

@@ -31,20 +31,34 @@ class DatasetEvaluator:
         return {}
 
 
+def resolve_amp_dtype(amp_dtype: str, device: torch.device) -> str:
+    """``TEST.AMP_DTYPE`` for a device: "auto" is float16 on CUDA and off ("") elsewhere."""
+    if amp_dtype == "auto":
+        return "float16" if device.type == "cuda" else ""
+    if amp_dtype and amp_dtype not in _AMP_DTYPES:
+        raise ValueError(f"TEST.AMP_DTYPE must be 'auto', '', 'float16' or 'bfloat16', got {amp_dtype!r}")
+    return amp_dtype
+
+
 def _autocast(device: torch.device, amp_dtype: str) -> contextlib.AbstractContextManager:
+    amp_dtype = resolve_amp_dtype(amp_dtype, device)
     if not amp_dtype:
         return contextlib.nullcontext()
-    if amp_dtype not in _AMP_DTYPES:
-        raise ValueError(f"TEST.AMP_DTYPE must be '', 'float16' or 'bfloat16', got {amp_dtype!r}")
     return torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[amp_dtype])
 
 
 def extract_features(model: nn.Module, inputs: Dict[str, Any], flip_test: bool = False,
-                     amp_dtype: str = "") -> torch.Tensor:
-    """Float32 features of one batch; with ``flip_test`` the mean of the image's and its mirror's."""
+                     amp_dtype: str = "auto", channels_last: bool = True) -> torch.Tensor:
+    """Float32 features of one batch; with ``flip_test`` the mean of the image's and its mirror's.
+
+    ``amp_dtype`` as ``TEST.AMP_DTYPE``; ``channels_last`` (CUDA only) feeds the images in that memory
+    format, which the convolutions then keep.
+    """
     params = next(model.parameters(), None)
     device = params.device if params is not None else torch.device("cpu")
     images = inputs["images"].to(device, non_blocking=True)
+    if channels_last and device.type == "cuda" and images.dim() == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
     batch = dict(inputs, images=images)
     with _autocast(device, amp_dtype):
         feats = model(batch).float()
@@ -58,11 +72,13 @@ def inference_on_dataset(model: nn.Module, data_loader: Any, evaluator: DatasetE
     """Run ``model`` in eval mode without gradients over ``data_loader`` and evaluate.
 
     The model's training flag is restored afterwards. ``amp_dtype`` defaults to the evaluator's
-    ``cfg.TEST.AMP_DTYPE`` when it has a config. A progress bar is shown on rank 0.
+    ``cfg.TEST.AMP_DTYPE`` when it has a config ("auto" without); ``TEST.CHANNELS_LAST`` is read from
+    it too. A progress bar is shown on rank 0.
     """
+    cfg = getattr(evaluator, "cfg", None)
     if amp_dtype is None:
-        cfg = getattr(evaluator, "cfg", None)
-        amp_dtype = cfg.TEST.AMP_DTYPE if cfg is not None else ""
+        amp_dtype = cfg.TEST.AMP_DTYPE if cfg is not None else "auto"
+    channels_last = bool(cfg.TEST.CHANNELS_LAST) if cfg is not None else True
     evaluator.reset()
     was_training = model.training
     total = len(data_loader) if hasattr(data_loader, "__len__") else None
@@ -73,13 +89,16 @@ def inference_on_dataset(model: nn.Module, data_loader: Any, evaluator: DatasetE
         with torch.no_grad():
             for inputs in tqdm(data_loader, total=total, desc="inference", disable=not comm.is_main_process(),
                                leave=False):
-                outputs = extract_features(model, inputs, flip_test, amp_dtype)
+                outputs = extract_features(model, inputs, flip_test, amp_dtype, channels_last)
                 num_images += outputs.shape[0]
                 evaluator.process(inputs, outputs)
     finally:
         model.train(was_training)
     elapsed = time.perf_counter() - start
-    logger.info("Extracted features of %d images in %.1f s (%.1f images/s on this process)",
-                num_images, elapsed, num_images / max(elapsed, 1e-9))
+    params = next(model.parameters(), None)
+    device = params.device if params is not None else torch.device("cpu")
+    logger.info("Extracted features of %d images in %.1f s (%.1f images/s on this process; %s%s)",
+                num_images, elapsed, num_images / max(elapsed, 1e-9), resolve_amp_dtype(amp_dtype, device) or "float32",
+                ", channels_last" if channels_last and device.type == "cuda" else "")
     results = evaluator.evaluate()
     return results if results is not None else {}

@@ -200,9 +200,26 @@ def faiss_knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str =
     return FaissIndex(database, metric, index_type, nlist, nprobe, use_gpu).search(query, k)
 
 
-def knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str = "cosine", backend: str = "faiss",
+BACKENDS = ("auto", "faiss", "torch")
+
+
+def resolve_backend(backend: str, index_type: str = "flat") -> str:
+    """``TEST.SEARCH.BACKEND`` "auto": faiss for an IVF index (only faiss has one) when installed, else
+    the chunked torch search, on CUDA and on CPU alike: on the 2-core development machine it was as
+    fast as faiss-cpu or faster (``benchmarks/eval_scale.py``, docs/evaluation.md). faiss on the GPU
+    is used when ``faiss`` is asked for and faiss has GPU support."""
+    if backend not in BACKENDS:
+        raise ValueError(f"TEST.SEARCH.BACKEND must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    return "faiss" if index_type == "ivf" and faiss is not None else "torch"
+
+
+def knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str = "cosine", backend: str = "auto",
         index_type: str = "flat", nlist: int = 1024, nprobe: int = 32) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Dispatch on ``TEST.SEARCH.BACKEND``; "faiss" falls back to torch (with a warning) when missing."""
+    """Dispatch on ``TEST.SEARCH.BACKEND`` (see :func:`resolve_backend`); "faiss" falls back to torch
+    (with a warning) when missing."""
+    backend = resolve_backend(backend, index_type)
     if backend == "faiss" and faiss is None:
         logger.warning("faiss is not installed: TEST.SEARCH.BACKEND falls back to 'torch' (exact)")
         backend = "torch"
@@ -210,9 +227,7 @@ def knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str = "cosi
         if index_type != "flat":
             logger.warning("TEST.SEARCH.INDEX=%r needs faiss; the torch backend searches exactly", index_type)
         return torch_knn(query, database, k, metric)
-    if backend == "faiss":
-        return faiss_knn(query, database, k, metric, index_type, nlist, nprobe)
-    raise ValueError(f"TEST.SEARCH.BACKEND must be 'faiss' or 'torch', got {backend!r}")
+    return faiss_knn(query, database, k, metric, index_type, nlist, nprobe)
 
 
 def recall_against_exact(approx_idx: torch.Tensor, exact_idx: torch.Tensor) -> float:
