@@ -4,7 +4,8 @@ Two tables:
 
 1. ``--size`` x ``--dim`` synthetic features (default 1,000,000 x 512; clustered like drawings of the
    same patent, L2-normalised): build time and memory of each structure of the search index
-   (:func:`fastreid.retrieval.ann_index.build_ann`, searched through ``FaissIndex``), query latency
+   (:func:`fastreid.retrieval.ann_index.build_ann`, searched through ``FaissIndex``), its serialised
+   size (the brute forces hold the plain float32 matrix), query latency
    p50/p99 for 1 query and for a batch of 100, recall@10 against exact search; the baselines are a
    plain numpy matrix product + ``argpartition`` and a plain torch matrix product + ``topk``.
 2. The demo-size model (ResNet18-IBN-a at 96 px; ``--weights`` or random weights) on real synthetic
@@ -61,8 +62,10 @@ def make_features(size: int, dim: int, seed: int = 0) -> np.ndarray:
 
 
 def latencies(fn: Callable[[np.ndarray], Any], queries: np.ndarray, batch: int, repeats: int) -> List[float]:
-    """Milliseconds of ``fn`` on ``repeats`` successive batches of ``batch`` queries (one warm-up call first)."""
-    fn(queries[:batch])
+    """Milliseconds of ``fn`` on ``repeats`` successive batches of ``batch`` queries (single queries after a
+    warm-up call; a batch of 100 is long enough to need none)."""
+    if batch == 1:
+        fn(queries[:1])
     out = []
     for r in range(repeats):
         q = queries[(r * batch) % len(queries):][:batch]
@@ -95,7 +98,6 @@ def _lat_cells(fn: Callable[[np.ndarray], Any], queries: np.ndarray, reps: Dict[
 
 
 def feature_table(args: argparse.Namespace) -> List[List[Any]]:
-    base = rss()
     db = make_features(args.size, args.dim)
     rng = np.random.default_rng(1)
     # Queries: other views of indexed patents (an indexed row plus noise), so neighbours are meaningful.
@@ -111,18 +113,19 @@ def feature_table(args: argparse.Namespace) -> List[List[Any]]:
         recall = recall_against_exact(torch.from_numpy(fn(queries[:100])), torch.from_numpy(exact))
         rows.append([name, 0.0, data_gb, *_lat_cells(fn, queries, reps), recall])
     for kind in ("Flat", "IVF", "IVF-PQ"):
-        before = rss()
         start = time.perf_counter()
-        opts = AnnOptions(kind, nlist=args.nlist, nprobe=args.nprobe)
-        ann = FaissIndex.wrap(build_ann(db, opts))
+        ann = FaissIndex.wrap(build_ann(db, AnnOptions(kind, nlist=args.nlist)))
         build_s = time.perf_counter() - start
-        mem = (rss() - before) / GB
-        fn = lambda q, ann=ann: ann.search(torch.from_numpy(q), 10)[1].numpy()  # noqa: E731
-        recall = recall_against_exact(torch.from_numpy(fn(queries[:100])), torch.from_numpy(exact))
-        label = "faiss Flat (index)" if kind == "Flat" else f"faiss {kind} nlist {args.nlist}, nprobe {args.nprobe}"
-        rows.append([label, build_s, mem, *_lat_cells(fn, queries, reps), recall])
+        size = faiss.serialize_index(ann.index).nbytes / GB
+        for nprobe in ([0] if kind == "Flat" else args.nprobe):
+            if nprobe:
+                ann.nprobe = nprobe
+            fn = lambda q, ann=ann: ann.search(torch.from_numpy(q), 10)[1].numpy()  # noqa: E731
+            recall = recall_against_exact(torch.from_numpy(fn(queries[:100])), torch.from_numpy(exact))
+            label = "faiss Flat (index)" if kind == "Flat" else f"faiss {kind} nlist {args.nlist}, nprobe {nprobe}"
+            rows.append([label, build_s, size, *_lat_cells(fn, queries, reps), recall])
         del ann
-    print(f"(features: {args.size:,} x {args.dim}, {data_gb:.2f} GiB float32; process RSS before {base / GB:.2f} GiB)")
+    print(f"(features: {args.size:,} x {args.dim}, {data_gb:.2f} GiB float32; process RSS at the end {rss() / GB:.2f} GiB)")
     return rows
 
 
@@ -170,9 +173,9 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--queries", type=int, default=2000)
     p.add_argument("--nlist", type=int, default=1024)
-    p.add_argument("--nprobe", type=int, default=32)
+    p.add_argument("--nprobe", type=int, nargs="+", default=[32, 128], help="IVF lists visited (one row each)")
     p.add_argument("--repeats-single", type=int, default=30, help="timed single queries")
-    p.add_argument("--repeats-batch", type=int, default=5, help="timed batches of 100 queries")
+    p.add_argument("--repeats-batch", type=int, default=3, help="timed batches of 100 queries")
     p.add_argument("--patents", type=int, default=100, help="synthetic patents for the model table")
     p.add_argument("--image-size", type=int, default=128, help="synthetic drawing size")
     p.add_argument("--weights", default="", help="checkpoint of the model table (default: random weights)")
@@ -185,7 +188,7 @@ def main() -> None:
         args.patents, args.image_size = 12, 32
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
           f"{torch.get_num_threads()}, faiss {faiss.__version__}, torch {torch.__version__}")
-    heads = ["method", "build s", "memory GiB", "1 query p50 ms", "1 query p99 ms", "100 queries p50 ms",
+    heads = ["method", "build s", "index GiB", "1 query p50 ms", "1 query p99 ms", "100 queries p50 ms",
              "100 queries p99 ms", "recall@10"]
     print(tabulate(feature_table(args), headers=heads, tablefmt="pipe", floatfmt=".3g"))
     if not args.skip_model:

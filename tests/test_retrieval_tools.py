@@ -1,5 +1,5 @@
-"""The search tools as users run them (real subprocesses, real files): build_index then search gives the
-evaluator's answers and mAP@10, a killed build resumes without re-extracting finished shards, another
+"""The search tools as users run them (real subprocesses, real files): build_index (two processes) then
+search gives the single-process evaluator's answers and mAP@10, a killed build resumes without re-extracting finished shards, another
 model is refused, and the ONNX export matches PyTorch and serves the same index."""
 import csv
 import json
@@ -34,10 +34,11 @@ def setup(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def built(setup):
-    """An index of the synthetic test database built by tools/build_index.py with checkpoint m1."""
+    """An index of the synthetic test database built by tools/build_index.py with checkpoint m1, by two
+    processes (gloo): each extracts its own shards, rank 0 writes the rest."""
     index_dir = str(setup["tmp"] / "index")
     rh.run_tool("build_index.py", *MODEL, "MODEL.WEIGHTS", setup["m1"], "--images", setup["database"],
-                "--output", index_dir, "--shard-size", "5")
+                "--output", index_dir, "--shard-size", "5", "--num-gpus", "2")
     return index_dir
 
 
@@ -56,6 +57,7 @@ def test_build_then_search_gives_the_evaluators_top10_and_map(setup, built, tmp_
     first = lines[0]["results"][0]
     assert set(first) == {"rank", "path", "item", "patent", "score"} and first["rank"] == 1
     assert first["path"] == collect_images(setup["database"]).paths[first["item"]]
+    assert [s["count"] for s in json.load(open(os.path.join(built, "manifest.json")))["shards"]] == [5, 5, 2]
     got = np.array([[r["item"] for r in line["results"]] for line in lines])
     np.testing.assert_array_equal(got, expected)
     q_labels, db_labels = load_test_ground_truth(setup["data"])

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from fastreid.data.preprocess import ImageLike
 from fastreid.evaluation import DatasetEvaluator, aqe_queries_only, dba, inference_on_dataset, normalize
 from fastreid.evaluation.search import FaissIndex, faiss
 from fastreid.utils import comm
-from fastreid.utils.file_io import atomic_open
+from fastreid.utils.file_io import atomic_open, remove_stale_temporaries
 
 from . import store
 from .ann_index import AnnOptions, build_ann
@@ -98,20 +98,39 @@ class _Drawings(Dataset):
 
 
 class _Collect(DatasetEvaluator):
+    """Keeps the features in order; with ``on_full``, hands over each run of ``sizes[i]`` rows as it fills."""
+
+    def __init__(self, sizes: Sequence[int] = (), on_full: Optional[Callable[[int, torch.Tensor], None]] = None) -> None:
+        self.sizes, self.on_full = list(sizes), on_full
+        self.reset()
+
     def reset(self) -> None:
         self.feats: List[torch.Tensor] = []
+        self.done = 0
 
     def process(self, inputs: Dict[str, Any], outputs: torch.Tensor) -> None:
         self.feats.append(outputs.detach().cpu())
+        while self.on_full is not None and self.done < len(self.sizes):
+            pending = torch.cat(self.feats) if self.feats else torch.empty(0)
+            if pending.shape[0] < self.sizes[self.done]:
+                break
+            self.on_full(self.done, pending[:self.sizes[self.done]])
+            self.feats = [pending[self.sizes[self.done]:]]
+            self.done += 1
 
 
 def extract(extractor: Extractor, paths: Sequence[str], origins: Dict[str, str], batch_size: int,
-            num_workers: int = 0) -> torch.Tensor:
-    """Raw float32 features of ``paths`` in order, through :func:`fastreid.evaluation.inference_on_dataset`."""
+            num_workers: int = 0, sizes: Sequence[int] = (),
+            on_full: Optional[Callable[[int, torch.Tensor], None]] = None) -> torch.Tensor:
+    """Raw float32 features of ``paths`` in order, through :func:`fastreid.evaluation.inference_on_dataset`.
+
+    With ``sizes`` and ``on_full``, ``on_full(j, feats)`` receives the j-th run of ``sizes[j]`` rows as soon
+    as it is complete (one loader for all shards; its workers start once) and nothing is returned.
+    """
     loader = DataLoader(_Drawings(paths, extractor, origins), batch_size=batch_size, num_workers=num_workers)
-    collect = _Collect()
+    collect = _Collect(sizes, on_full)
     inference_on_dataset(extractor.module, loader, collect, extractor.flip_test, extractor.amp_dtype)
-    return torch.cat(collect.feats)
+    return torch.cat(collect.feats) if on_full is None else torch.empty(0)
 
 
 def _items_sha256(items: Items) -> str:
@@ -273,6 +292,8 @@ def _run_build(root: str, items: Items, extractor: Extractor, options: BuildOpti
                 raise ValueError(f"{root} holds an unfinished build of other drawings, model or options "
                                  f"({store.BUILD_STATE}); finish it with the same command, or use another folder")
             logger.info("Resuming the unfinished build in %s", root)
+            for folder in (root, os.path.join(root, store.SHARD_DIR)):
+                remove_stale_temporaries(folder)
         os.makedirs(os.path.join(root, store.SHARD_DIR), exist_ok=True)
         store.write_json(state_path, state)
         with atomic_open(os.path.join(root, store.CONFIG), "w") as f:
@@ -282,12 +303,17 @@ def _run_build(root: str, items: Items, extractor: Extractor, options: BuildOpti
     todo = [p for p in mine if not store.shard_done(root, *p[::2])]
     logger.info("Extracting %d of %d shards (%d finished already) into %s", len(todo), len(mine),
                 len(mine) - len(todo), root)
-    for number, start, count in todo:
-        paths = items.paths[start:start + count]
-        feats = extract(extractor, paths, items.origins, options.batch_size, options.num_workers)
-        store.write_shard(root, number, feats.numpy().astype(options.dtype), paths,
+
+    def write(j: int, feats: torch.Tensor) -> None:
+        number, start, count = todo[j]
+        store.write_shard(root, number, feats.numpy().astype(options.dtype), items.paths[start:start + count],
                           items.patents[start:start + count])
         logger.info("Shard %d written (%d drawings)", number, count)
+
+    if todo:
+        paths = [p for _, start, count in todo for p in items.paths[start:start + count]]
+        extract(extractor, paths, items.origins, options.batch_size, options.num_workers,
+                [count for _, _, count in todo], write)
     comm.synchronize()
     if comm.is_main_process():
         _finalize(root, extractor, options, first_shard + len(plan))
