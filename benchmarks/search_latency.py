@@ -125,7 +125,8 @@ def feature_table(args: argparse.Namespace) -> List[List[Any]]:
             label = "faiss Flat (index)" if kind == "Flat" else f"faiss {kind} nlist {args.nlist}, nprobe {nprobe}"
             rows.append([label, build_s, size, *_lat_cells(fn, queries, reps), recall])
         del ann
-    print(f"(features: {args.size:,} x {args.dim}, {data_gb:.2f} GiB float32; process RSS at the end {rss() / GB:.2f} GiB)")
+    print(f"(features: {args.size:,} x {args.dim}, {data_gb:.2f} GiB float32; process RSS at the end "
+          f"{rss() / GB:.2f} GiB)")
     return rows
 
 

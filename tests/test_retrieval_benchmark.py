@@ -16,8 +16,8 @@ def _load_benchmark():
 
 def test_search_latency_benchmark_small():
     bench = _load_benchmark()
-    args = argparse.Namespace(size=3000, dim=32, queries=200, nlist=16, nprobe=[4, 16], repeats_single=5, repeats_batch=2,
-                              patents=6, image_size=32, weights="", opts=["INPUT.SIZE_TEST", "[32, 32]"])
+    args = argparse.Namespace(size=3000, dim=32, queries=200, nlist=16, nprobe=[4, 16], repeats_single=5,
+                              repeats_batch=2, patents=6, image_size=32, weights="", opts=["INPUT.SIZE_TEST", "[32, 32]"])
     rows = bench.feature_table(args)
     names = [r[0] for r in rows]
     assert names[:3] == ["numpy brute force", "torch brute force", "faiss Flat (index)"]

@@ -1,6 +1,7 @@
 """The search tools as users run them (real subprocesses, real files): build_index (two processes) then
-search gives the single-process evaluator's answers and mAP@10, a killed build resumes without re-extracting finished shards, another
-model is refused, and the ONNX export matches PyTorch and serves the same index."""
+search gives the single-process evaluator's answers and mAP@10, a killed build resumes without
+re-extracting finished shards, another model is refused, and the ONNX export matches PyTorch and
+serves the same index."""
 import csv
 import json
 import os
@@ -29,7 +30,8 @@ def setup(tmp_path_factory):
     data = rh.make_data(str(tmp / "data"), num_patents=30)
     queries, database = rh.test_lists(data)
     return {"tmp": tmp, "data": data, "queries": queries, "database": database,
-            "m1": rh.make_checkpoint(str(tmp / "m1.pth"), seed=1), "m2": rh.make_checkpoint(str(tmp / "m2.pth"), seed=2)}
+            "m1": rh.make_checkpoint(str(tmp / "m1.pth"), seed=1),
+            "m2": rh.make_checkpoint(str(tmp / "m2.pth"), seed=2)}
 
 
 @pytest.fixture(scope="module")

@@ -100,7 +100,8 @@ class _Drawings(Dataset):
 class _Collect(DatasetEvaluator):
     """Keeps the features in order; with ``on_full``, hands over each run of ``sizes[i]`` rows as it fills."""
 
-    def __init__(self, sizes: Sequence[int] = (), on_full: Optional[Callable[[int, torch.Tensor], None]] = None) -> None:
+    def __init__(self, sizes: Sequence[int] = (),
+                 on_full: Optional[Callable[[int, torch.Tensor], None]] = None) -> None:
         self.sizes, self.on_full = list(sizes), on_full
         self.reset()
 
