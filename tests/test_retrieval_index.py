@@ -134,7 +134,8 @@ def test_format_predictor_embed_and_patents(setup, tmp_path):
         index.items_of_patent("no such patent")
     assert patent_id("x/USD0810412-20180220-D00005.png") == "USD0810412"
     assert patent_id("a/b/folder7/001.png") == "folder7"
-    assert patent_id("x/USD0810412-20180220-D00005.png", listed="17") == "17"
+    assert patent_id("x/USD0810412-20180220-D00005.png", listed="17") == "USD0810412"
+    assert patent_id("queries/000003.png", listed="17") == "17"
 
 
 def test_ivf_pq_search_and_nprobe():

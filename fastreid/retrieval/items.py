@@ -1,9 +1,9 @@
 """Which drawings to index or query: a file, a folder (sorted walk) or a list file, with patent ids.
 
 A list file has one image per line, ``<path> [<patent id>]``, paths relative to the list's folder
-(the DeepPatent and codalab lists work as they are). A drawing's patent id is the list's second
-column when there is one, else the number in a DeepPatent file name (``USD0810412-20180220-D00005.png``
--> ``USD0810412``), else the name of the folder that holds the file.
+(the DeepPatent and codalab lists work as they are). A drawing's patent id is the number in a DeepPatent
+file name (``USD0810412-20180220-D00005.png`` -> ``USD0810412``), else the list's second column when
+there is one (anonymised names), else the name of the folder that holds the file.
 """
 from __future__ import annotations
 
@@ -44,13 +44,12 @@ class Items:
 
 
 def patent_id(path: str, listed: Optional[str] = None) -> str:
-    """The patent id of a drawing: ``listed`` if given, else the DeepPatent number, else the folder name."""
-    if listed:
-        return listed
-    name = os.path.basename(path)
-    m = _DEEPPATENT_NAME.match(name)
+    """The patent id of a drawing: the DeepPatent number of its name, else ``listed``, else its folder's name."""
+    m = _DEEPPATENT_NAME.match(os.path.basename(path))
     if m:
         return m.group(1).upper()
+    if listed:
+        return listed
     return os.path.basename(os.path.dirname(os.path.abspath(path)))
 
 
