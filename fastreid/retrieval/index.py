@@ -172,6 +172,7 @@ class Index:
             raise ValueError(f"{root}: the shards hold {len(self.paths)} drawings, the manifest says "
                              f"{self.manifest['count']}")
         self._by_patent: Optional[Dict[str, List[int]]] = None
+        self._qe_pool: Optional[torch.Tensor] = None
         self.ann = FaissIndex.wrap(faiss.read_index(os.path.join(root, store.FAISS_FILE)), "cosine")
         self.extractor = extractor
         if extractor is None and load_extractor:
@@ -227,7 +228,9 @@ class Index:
         """(scores, items), each ``n x min(k, N)``, best first, for raw query features."""
         if qe:
             o = self.manifest["options"]
-            query = aqe_queries_only(query, self.features(), o["qe_times"], o["qe_k"], o["qe_alpha"],
+            if self._qe_pool is None:  # read once: query expansion needs every indexed feature in memory
+                self._qe_pool = self.features()
+            query = aqe_queries_only(query, self._qe_pool, o["qe_times"], o["qe_k"], o["qe_alpha"],
                                      backend="faiss" if faiss is not None else "torch")
         if nprobe is not None and self.ann.is_ivf:
             self.ann.nprobe = nprobe
