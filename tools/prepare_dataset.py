@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Write resized copies of a data set once, for loaders that would otherwise decode large drawings.
 
-    python tools/prepare_dataset.py --config-file configs/patent/sbs_R101-ibn_patent_256.yml --size 256 384
-    python tools/prepare_dataset.py --root datasets/synthetic_patents --size 64 96 --workers 8
+    python tools/prepare_dataset.py --config-file configs/patent/sbs_R101-ibn_patent_256.yml --size 256 --size 384
+    python tools/prepare_dataset.py --root datasets/synthetic_patents --size 64 --size 96 --workers 8
 
 Every image listed by the datasets of DATASETS.NAMES and DATASETS.TESTS is read as the loaders read
 it (INPUT.GRAYSCALE), resized to each size with the test transform's bicubic resize and written as PNG
@@ -40,7 +40,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default="", help="config whose DATASETS and INPUT.GRAYSCALE are used")
     parser.add_argument("--root", default="", help="datasets root (default: the config's DATASETS.ROOT)")
-    parser.add_argument("--size", type=parse_size, nargs="+", required=True, help="N or HxW, one copy each")
+    parser.add_argument("--size", type=parse_size, action="append", required=True,
+                        help="N or HxW; repeat for several copies")
     parser.add_argument("--workers", type=int, default=0, help="resizing processes (0: one per CPU core)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     args = parser.parse_args(argv)
