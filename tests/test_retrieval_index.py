@@ -130,6 +130,7 @@ def test_format_predictor_embed_and_patents(setup, tmp_path):
     hits = index.search(emb, k=3)  # feature queries: each drawing finds itself first
     assert [row[0].item for row in hits] == [0, 1] and hits[0][0].rank == 1
     assert index.items_of_patent(index.patents[0])[0] == 0
+    assert os.path.isfile(index.file(0)) and os.path.isabs(index.file(0))
     with pytest.raises(KeyError):
         index.items_of_patent("no such patent")
     assert patent_id("x/USD0810412-20180220-D00005.png") == "USD0810412"

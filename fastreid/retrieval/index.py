@@ -163,10 +163,12 @@ class Index:
         self.paths: List[str] = []
         self.patents: List[str] = []
         self._shards: List[np.ndarray] = []
+        self._cwds: List[str] = []
         for i in range(len(self.manifest["shards"])):
             items = store.read_shard_items(root, i)
             self.paths += items["paths"]
             self.patents += items["patents"]
+            self._cwds += [items["cwd"]] * len(items["paths"])
             self._shards.append(store.open_shard(root, i))
         if len(self.paths) != self.manifest["count"]:
             raise ValueError(f"{root}: the shards hold {len(self.paths)} drawings, the manifest says "
@@ -193,8 +195,8 @@ class Index:
         return int(self.manifest["dim"])
 
     def file(self, item: int) -> str:
-        """Item ``item``'s file, made absolute against the folder the index was built from."""
-        return os.path.join(self.manifest["build_cwd"], self.paths[item])
+        """Item ``item``'s file, made absolute against the working folder of the build that added it."""
+        return os.path.join(self._cwds[item], self.paths[item])
 
     def items_of_patent(self, patent: str) -> List[int]:
         """Rows of every drawing of ``patent`` in index order; ``KeyError`` for an unknown patent."""
@@ -357,7 +359,7 @@ def _finalize(root: str, extractor: Extractor, options: BuildOptions, num_shards
                   **options.ann.to_dict()},
         "dba": {"enabled": options.dba, "k": options.dba_k, "alpha": options.dba_alpha,
                 "file": store.DBA_FILE if options.dba else None},
-        "options": _options_dict(options), "build_cwd": os.getcwd(),
+        "options": _options_dict(options),
     }
     store.write_json(os.path.join(root, store.MANIFEST), manifest)
     logger.info("Index of %d drawings (%d-d, %s, faiss %s) written to %s in %.1f s", manifest["count"],

@@ -6,7 +6,7 @@
     INDEX_DIR/config.yaml               config of the model that extracted the features
     INDEX_DIR/build_state.json          plan of an unfinished build (shards and the model's fingerprint)
     INDEX_DIR/shards/NNNNN.npy          features of shard N (count x dim, float16 or float32, memory-mappable)
-    INDEX_DIR/shards/NNNNN.items.json   {"paths": [...], "patents": [...]} of shard N, in order
+    INDEX_DIR/shards/NNNNN.items.json   {"paths": [...], "patents": [...], "cwd": ...} of shard N, in order
     INDEX_DIR/dba.npy                   features after database-side augmentation (only with DBA)
     INDEX_DIR/faiss.index               the faiss index (faiss.write_index) over the normalised features
 
@@ -54,9 +54,12 @@ def write_array(path: str, array: np.ndarray) -> None:
 
 
 def write_shard(root: str, index: int, feats: np.ndarray, paths: List[str], patents: List[str]) -> None:
-    """Write shard ``index``: items first, features last (the feature file marks it finished)."""
+    """Write shard ``index``: items first, features last (the feature file marks it finished).
+
+    ``cwd`` (the working folder) is what relative paths of this shard are relative to.
+    """
     feat_file, item_file = shard_files(index)
-    write_json(os.path.join(root, item_file), {"paths": paths, "patents": patents})
+    write_json(os.path.join(root, item_file), {"paths": paths, "patents": patents, "cwd": os.getcwd()})
     write_array(os.path.join(root, feat_file), feats)
 
 
