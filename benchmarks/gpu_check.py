@@ -17,7 +17,9 @@ AMP fp16, AMP bf16, + channels_last, + compile, and the real loader on 1024 px P
    by ``tools/prepare_dataset.py``: wall time, extraction time and result.npy agreement with fp32,
    per entry and per source drawing (replicas have equal features, so their order among ties is free).
 
-Each part is written as soon as it is done, so a run cut short still leaves the finished tables.
+Each part is written as soon as it is done, so a run cut short still leaves the finished tables;
+every command's output is appended to ``logs.txt``. Generated data goes to ``--work`` (default
+``OUTPUT/work``), so that ``--output`` holds five files.
 ``--tiny`` shrinks every size (R18 demo config, 96 px drawings, 60 + 180 entries) to run on a CPU.
 """
 from __future__ import annotations
@@ -60,12 +62,18 @@ def _write(path: str, text: str) -> None:
     print(f"== wrote {path}", flush=True)
 
 
-def _run(cmd: List[str], log: str, timeout: Optional[float] = None) -> Tuple[int, float, str]:
-    """Run a command from the repository root; returns (exit code, seconds, output) and keeps the output."""
+def _run(cmd: List[str], log: str, result: Optional[str] = None) -> Tuple[int, float, str]:
+    """Run a command from the repository root; returns (exit code, seconds, output). The output is
+    appended to ``log`` and, with ``result``, also written to that file."""
     start = time.perf_counter()
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    _write(log, f"$ {' '.join(cmd)}\n# exit {r.returncode} after {seconds:.1f} s\n{r.stdout}\n{r.stderr}")
+    text = f"$ {' '.join(cmd)}\n# exit {r.returncode} after {seconds:.1f} s\n{r.stdout}\n{r.stderr}\n"
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(text)
+    if result:
+        _write(result, text)
+    print(f"== {cmd[1]}: exit {r.returncode} after {seconds:.1f} s", flush=True)
     return r.returncode, seconds, r.stdout + r.stderr
 
 
@@ -146,10 +154,10 @@ def _extraction_seconds(output: str) -> str:
     return f"{m.group(2)} ({m.group(3)} img/s)" if m else "?"
 
 
-def end_to_end(out: str, size: dict, tiny: bool) -> None:
+def end_to_end(out: str, work: str, size: dict, tiny: bool) -> None:
     from fastreid.data.synthetic import SyntheticSpec, generate
 
-    work = os.path.join(out, "e2e")
+    log = os.path.join(out, "logs.txt")
     drawings_root, test_root = os.path.join(work, "drawings"), os.path.join(work, "data")
     rows: List[List[str]] = []
     start = time.perf_counter()
@@ -178,12 +186,12 @@ def end_to_end(out: str, size: dict, tiny: bool) -> None:
             test_size = "32" if tiny else "384"
             code, sec, _ = _run([sys.executable, "tools/prepare_dataset.py", "--root", test_root, "--size", test_size,
                                  "DATASETS.TESTS", '("DeepPatentTest",)', "DATASETS.NAMES", '("DeepPatentTest",)'],
-                                os.path.join(out, "e2e_prepare.log"))
+                                log)
             rows.append([f"tools/prepare_dataset.py --size {test_size} (once)", f"{sec:.1f}",
                          "" if code == 0 else "failed", "", ""])
         run_dir = os.path.join(work, name.replace(" ", "_").replace(",", ""))
         cmd = [sys.executable, "tools/test.py", "--config-file", size["test_cfg"], *common, *opts, "OUTPUT_DIR", run_dir]
-        code, sec, output = _run(cmd, os.path.join(out, f"e2e_{os.path.basename(run_dir)}.log"))
+        code, sec, output = _run(cmd, log)
         result_file = os.path.join(run_dir, "result.npy")
         if code != 0 or not os.path.isfile(result_file):
             rows.append([f"tools/test.py, {name}", f"{sec:.1f}", "failed (see log)", "", ""])
@@ -209,26 +217,28 @@ def _e2e_table(rows: List[List[str]], size: dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", required=True, help="folder for the tables and logs")
+    parser.add_argument("--output", required=True, help="folder for the tables and logs.txt (5 files)")
+    parser.add_argument("--work", default="", help="folder for the generated data (default: OUTPUT/work)")
     parser.add_argument("--tiny", action="store_true", help="every size shrunk, to run on a CPU")
     parser.add_argument("--skip", nargs="*", default=[], choices=["tests", "train", "eval"], help="parts to leave out")
     args = parser.parse_args(argv)
     out = os.path.abspath(args.output)
+    work = os.path.abspath(args.work or os.path.join(out, "work"))
     os.makedirs(out, exist_ok=True)
+    log = os.path.join(out, "logs.txt")
     size = SIZES[args.tiny]
     _write(os.path.join(out, "env.md"), environment())
     if "tests" not in args.skip:
         _run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_cuda.py"],
-             os.path.join(out, "cuda_tests.txt"))
+             log, os.path.join(out, "cuda_tests.txt"))
     if "train" not in args.skip:
         _run([sys.executable, "benchmarks/train_throughput.py", "--config-file", size["train_cfg"],
               "--iters", str(size["iters"]), "--warmup", str(size["warmup"]), "--variants", *size["variants"],
-              "--loader", "--loader-data", os.path.join(out, "loader_data"), "--loader-image-size",
+              "--loader", "--loader-data", os.path.join(work, "loader_data"), "--loader-image-size",
               str(size["loader_size"]), "--loader-patents", str(size["loader_patents"]),
-              "--output", os.path.join(out, "train_throughput.md"), *size["train_opts"]],
-             os.path.join(out, "train_throughput.log"))
+              "--output", os.path.join(out, "train_throughput.md"), *size["train_opts"]], log)
     if "eval" not in args.skip:
-        end_to_end(out, size, args.tiny)
+        end_to_end(out, os.path.join(work, "e2e"), size, args.tiny)
     return 0
 
 

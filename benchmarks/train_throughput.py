@@ -23,6 +23,7 @@ timed (decode + augmentation with ``DATALOADER.NUM_WORKERS`` workers), on the or
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import os
 import sys
@@ -113,7 +114,12 @@ def measure(cfg: CfgNode, warmup: int, iters: int, synthetic: bool = True) -> fl
     start = time.perf_counter()
     super(DefaultTrainer, trainer).train(warmup, warmup + iters, max(1, iters))
     _sync(trainer.device)
-    return cfg.SOLVER.IMS_PER_BATCH * iters / (time.perf_counter() - start)
+    speed = cfg.SOLVER.IMS_PER_BATCH * iters / (time.perf_counter() - start)
+    del trainer  # free the model, optimizer state and cached blocks before the next variant
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return speed
 
 
 def measure_loader(cfg: CfgNode, batches: int) -> float:

@@ -31,5 +31,5 @@ def test_gpu_check_tiny_writes_every_table(tmp_path):
     if not torch.cuda.is_available():
         # On a CPU "auto" extraction is float32 and the prepared copy gives the same tensors: equal results.
         assert amp[3:] == ["100.00%", "100.00%"] and prepared[3:] == ["100.00%", "100.00%"]
-    assert (out / "e2e" / "data" / "test_data" / "codalab_test_set" / "lists" / "test_database.txt").read_text() \
+    assert (out / "work" / "e2e" / "data" / "test_data" / "codalab_test_set" / "lists" / "test_database.txt").read_text() \
         .count("\n") == 180
