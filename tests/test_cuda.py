@@ -123,8 +123,8 @@ def test_extraction_on_cuda_with_auto_precision_matches_cpu():
         fp32 = extract_features(gpu_model, {"images": images}, amp_dtype="", channels_last=True).cpu()
         auto = extract_features(gpu_model, {"images": images}, amp_dtype="auto", channels_last=True).cpu()
     cos = torch.nn.functional.cosine_similarity
-    assert cos(ref, fp32).min() > 0.9999
-    assert cos(ref, auto).min() > 0.999  # float16 autocast
+    assert cos(ref, fp32).min() > 0.999  # cuDNN convolutions may run in TF32
+    assert cos(ref, auto).min() > 0.99  # float16 autocast
 
 
 def test_knn_on_cuda_equals_cpu():
@@ -178,3 +178,28 @@ def test_one_gpu_ddp_nccl_trains_and_rewraps(tmp_path):
     """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "DDP OK" in r.stdout, r.stderr[-3000:]
+
+
+def test_evaluator_on_cuda_equals_cpu_evaluation(tmp_path):
+    from fastreid.evaluation import ReidEvaluator, inference_on_dataset
+    from fastreid.modeling import build_model
+
+    cfg = _resnet_cfg()
+    cfg.merge_from_list(["TEST.AMP_DTYPE", "", "OUTPUT_DIR", str(tmp_path), "TEST.SEARCH.BACKEND", "auto"])
+    cfg.MODEL.DEVICE = "cpu"
+    torch.manual_seed(0)
+    cpu_model = build_model(cfg).eval()
+    gpu_model = build_model(cfg).eval()
+    gpu_model.load_state_dict(cpu_model.state_dict())
+    gpu_model.cuda()
+    g = torch.Generator().manual_seed(2)
+    batches = [{"images": torch.rand(8, 3, 64, 64, generator=g) * 255, "targets": torch.arange(8) % 4 + 4 * (b % 2),
+                "camids": torch.zeros(8, dtype=torch.long)} for b in range(6)]
+    results, feats = [], []
+    for model in (cpu_model, gpu_model):
+        evaluator = ReidEvaluator(cfg, num_query=16)
+        results.append(inference_on_dataset(model, batches, evaluator))
+        feats.append(evaluator._gather()[0])  # what the non-blocking copies delivered
+    assert feats[0].shape == feats[1].shape == (48, 512)
+    assert torch.nn.functional.cosine_similarity(feats[0], feats[1]).min() > 0.999  # cuDNN may use TF32
+    assert results[0]["mAP"] == pytest.approx(results[1]["mAP"], abs=2.0)

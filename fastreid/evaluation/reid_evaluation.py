@@ -101,8 +101,13 @@ class ReidEvaluator(DatasetEvaluator):
         self._paths: List[str] = []
 
     def process(self, inputs: Dict[str, Any], outputs: torch.Tensor) -> None:
-        """Keep a batch's features (on the CPU, as ``TEST.FEAT_DTYPE``), ids, cameras and paths."""
-        self._features.append(outputs.detach().to("cpu", self._store_dtype))
+        """Keep a batch's features (on the CPU, as ``TEST.FEAT_DTYPE``), ids, cameras and paths.
+
+        The copy from the GPU does not wait for it (``non_blocking``), so that the next batch is queued
+        while this one computes; ``_gather`` synchronises before the features are read.
+        """
+        feats = outputs.detach().to(self._store_dtype)
+        self._features.append(feats.to("cpu", non_blocking=feats.is_cuda))
         n = outputs.shape[0]
         self._pids.append(_to_numpy(inputs["targets"]) if "targets" in inputs else np.full(n, -1))
         self._camids.append(_to_numpy(inputs["camids"]) if "camids" in inputs else np.zeros(n, np.int64))
@@ -110,6 +115,8 @@ class ReidEvaluator(DatasetEvaluator):
 
     def _gather(self) -> Tuple[torch.Tensor, np.ndarray, np.ndarray, List[str]]:
         """Features and ids of all ranks in rank order (contiguous shards restore dataset order)."""
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the non-blocking copies of ``process`` have landed
         local = (torch.cat(self._features) if self._features else torch.empty(0, 0, dtype=self._store_dtype),
                  np.concatenate(self._pids) if self._pids else np.empty(0, np.int64),
                  np.concatenate(self._camids) if self._camids else np.empty(0, np.int64),
