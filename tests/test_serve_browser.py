@@ -49,10 +49,11 @@ def test_page_uploads_a_drawing_and_opens_a_patent(served, tmp_path):
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .result")) == 10)
         cards = driver.find_elements(By.CSS_SELECTOR, "#results .result")
         scores = [c.find_element(By.CLASS_NAME, "score").text for c in cards]
+        ranks = [c.find_element(By.CLASS_NAME, "rank").text for c in cards]
         patents = [c.find_element(By.CLASS_NAME, "patent").text for c in cards]
         assert all(re.fullmatch(r"-?\d\.\d{3}", s) for s in scores), scores
         assert scores == [f"{r['score']:.3f}" for r in api]
-        assert patents == [f"#{r['rank']} {r['patent']}" for r in api]
+        assert ranks == [f"#{r['rank']}" for r in api] and patents == [r["patent"] for r in api]
         assert re.search(r"10 results in \d+\.\d ms", driver.find_element(By.ID, "query-time").text)
         wait.until(lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
                                  for img in d.find_elements(By.CSS_SELECTOR, "#results .result img")))
@@ -61,7 +62,7 @@ def test_page_uploads_a_drawing_and_opens_a_patent(served, tmp_path):
         dialog = wait.until(EC.visibility_of_element_located((By.ID, "patent-dialog")))
         expected = served["index"].items_of_patent(api[2]["patent"])
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#patent-drawings .drawing")) == len(expected))
-        items = [d.find_element(By.CLASS_NAME, "patent").text
+        items = [d.find_element(By.CLASS_NAME, "item").text
                  for d in driver.find_elements(By.CSS_SELECTOR, "#patent-drawings .drawing")]
         assert items == [f"item {i}" for i in expected]
         assert api[2]["patent"] in driver.find_element(By.ID, "patent-title").text

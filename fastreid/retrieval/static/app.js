@@ -24,7 +24,14 @@ function baseName(path) {
   return path.split(/[\\/]/).pop();
 }
 
-// A result (with rank, score, click -> the patent) or one drawing of an opened patent.
+function span(className, text) {
+  const el = document.createElement("span");
+  el.className = className;
+  el.textContent = text;
+  return el;
+}
+
+// A result (rank, score, patent; click -> all drawings of the patent) or one drawing of an opened patent.
 function card(entry, withScore, matched = null) {
   const el = document.createElement(withScore ? "button" : "div");
   el.className = withScore ? "card result" : "card drawing";
@@ -35,24 +42,17 @@ function card(entry, withScore, matched = null) {
   img.loading = "lazy";
   const meta = document.createElement("div");
   meta.className = "meta";
-  const label = document.createElement("span");
-  label.className = "patent";
-  const extra = document.createElement("span");
   if (withScore) {
     el.type = "button";
     el.title += `\nclick: all drawings of patent ${entry.patent}`;
     el.addEventListener("click", () => openPatent(entry.patent, entry.item));
-    label.textContent = `#${entry.rank} ${entry.patent}`;
-    extra.className = "score";
-    extra.textContent = entry.score.toFixed(3);
+    meta.append(span("rank", `#${entry.rank}`), span("score", entry.score.toFixed(3)));
+    el.append(img, meta, span("patent", entry.patent));
   } else {
     el.classList.toggle("matched", entry.item === matched);
-    label.textContent = `item ${entry.item}`;
-    extra.className = "file";
-    extra.textContent = entry.item === matched ? "matched" : baseName(entry.path);
+    meta.append(span("item", `item ${entry.item}`), span("note", entry.item === matched ? "matched" : ""));
+    el.append(img, meta, span("file", baseName(entry.path)));
   }
-  meta.append(label, extra);
-  el.append(img, meta);
   return el;
 }
 
