@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from fastreid.data import build_reid_test_loader
 from fastreid.engine import DefaultPredictor
@@ -72,6 +73,11 @@ def test_search_with_qe_and_dba_equals_evaluator_result(setup, tmp_path):
     cfg.TEST.RESULT_PATH = str(tmp_path / "result.npy")
     cfg.freeze()
     loader, num_query = build_reid_test_loader(cfg, "DeepPatentTest")
+    # The one preprocessing function gives the test loader's tensors, for paths and for opened images alike.
+    item = loader.dataset[0]
+    assert torch.equal(ex.preprocess(item["img_paths"]), item["images"])
+    with Image.open(item["img_paths"]) as im:
+        assert torch.equal(ex.preprocess(im), item["images"])
     inference_on_dataset(build_eval_model(cfg), loader, ReidEvaluator(cfg, num_query, str(tmp_path), labeled=False))
     expected = np.load(cfg.TEST.RESULT_PATH)
     index = Index.build(str(tmp_path / "index"), setup["database"], ex, BuildOptions.from_config(cfg))
