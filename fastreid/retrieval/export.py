@@ -37,14 +37,15 @@ def _onnx():
 
 
 class _FeatureGraph(nn.Module):
-    """What is exported: :func:`fastreid.evaluation.extract_features` on an image tensor."""
+    """What is exported: :func:`fastreid.evaluation.extract_features` on an image tensor, in float32 (mixed
+    precision is a runtime choice of PyTorch on CUDA, not part of a portable graph)."""
 
     def __init__(self, model: nn.Module, flip_test: bool) -> None:
         super().__init__()
         self.model, self.flip_test = model, flip_test
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return extract_features(self.model, {"images": images}, self.flip_test)
+        return extract_features(self.model, {"images": images}, self.flip_test, amp_dtype="")
 
 
 def export_onnx(extractor: TorchExtractor, output: str, opset: int = 17) -> str:
