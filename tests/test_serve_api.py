@@ -237,7 +237,7 @@ def test_serve_tool_serves_the_page(setup):
     finally:
         proc.terminate()
         out = proc.communicate(timeout=30)[0]
-    assert "Search page for" in out and "WARNING" not in out
+    assert "Search page for" in out and "reachable from other machines" not in out
 
 
 def test_serve_tool_warns_off_loopback_and_refuses_missing_index(tmp_path):
