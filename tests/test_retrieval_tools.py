@@ -132,7 +132,10 @@ def test_onnx_export_matches_pytorch_and_serves_the_index(setup, built, tmp_path
     assert [[h.item for h in row] for row in Index.open(str(tmp_path / "onnx_index")).search(queries, k=10)] == ref
 
     out = str(tmp_path / "results.csv")
-    rh.run_tool("search.py", "--index", built, "--images", setup["queries"], "--onnx", onnx_path, "--output", out)
+    vis = tmp_path / "vis"
+    rh.run_tool("search.py", "--index", built, "--images", setup["queries"], "--onnx", onnx_path, "--output", out,
+                "--vis", str(vis))
+    assert (vis / "index.html").is_file() and len(list(vis.glob("query_*.png"))) == len(queries)
     rows = list(csv.DictReader(open(out, encoding="utf-8")))
     assert len(rows) == 10 * len(queries) and set(rows[0]) == {"query", "rank", "path", "item", "patent", "score"}
     assert [int(r["item"]) for r in rows] == [i for row in ref for i in row]
