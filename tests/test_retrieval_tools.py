@@ -110,6 +110,17 @@ def test_killed_build_resumes_without_reextracting_finished_shards(setup, tmp_pa
     fresh = Index.build(str(tmp_path / "fresh"), items, TorchExtractor(cfg), BuildOptions(shard_size=len(items)))
     np.testing.assert_allclose(resumed.features(), fresh.features(), rtol=1e-5, atol=1e-5)
 
+    # --add with the index's own model: only the new drawings are extracted (the old shards stay as they are).
+    proc = rh.run_tool("build_index.py", "--output", str(index_dir), "--add", "--images", setup["queries"])
+    queries = collect_images(setup["queries"])
+    assert f"Added {len(queries)} drawings" in proc.stdout + proc.stderr
+    grown = Index.open(str(index_dir))
+    assert grown.paths == items.paths + queries.paths
+    for name, stamp in done.items():
+        path = index_dir / "shards" / name
+        assert (path.stat().st_mtime_ns, path.stat().st_ino) == stamp
+    assert grown.search(queries.paths[:2], k=1)[1][0].item == len(items) + 1  # a query finds itself
+
 
 def test_onnx_export_matches_pytorch_and_serves_the_index(setup, built, tmp_path):
     onnx_path = str(tmp_path / "model.onnx")
