@@ -158,3 +158,21 @@ def test_ivf_pq_search_and_nprobe():
         assert recall > (0.99 if kind == "IVF" else 0.3), (kind, recall)
         ann.nprobe = 1
         assert ann.nprobe == 1
+
+
+def test_unfinished_build_resumes_only_with_the_same_plan(setup, tmp_path):
+    """A missing drawing stops a build after its first shard; other drawings into that folder are refused,
+    and the same drawings finish it (the finished shard is kept)."""
+    from fastreid.data import ImageReadError
+
+    db, ex = setup["database"], setup["extractor"]
+    broken = Items(db.paths[:4] + [str(tmp_path / "missing.png")], db.patents[:5], db.origins)
+    with pytest.raises(ImageReadError, match="missing.png"):
+        Index.build(str(tmp_path / "i"), broken, ex, BuildOptions(shard_size=4, batch_size=4))
+    assert (tmp_path / "i" / "shards" / "00000.npy").is_file() and not (tmp_path / "i" / "manifest.json").exists()
+    with pytest.raises(ValueError, match="unfinished build of other drawings"):
+        Index.build(str(tmp_path / "i"), _half(db, 0, 5), ex, BuildOptions(shard_size=4, batch_size=4))
+    stamp = (tmp_path / "i" / "shards" / "00000.npy").stat().st_mtime_ns
+    (tmp_path / "missing.png").write_bytes(open(db.paths[4], "rb").read())
+    index = Index.build(str(tmp_path / "i"), broken, ex, BuildOptions(shard_size=4, batch_size=4))
+    assert len(index) == 5 and (tmp_path / "i" / "shards" / "00000.npy").stat().st_mtime_ns == stamp

@@ -291,20 +291,24 @@ def _run_build(root: str, items: Items, extractor: Extractor, options: BuildOpti
     state = {"fingerprint": extractor.fingerprint, "first_shard": first_shard, "items_sha256": _items_sha256(items),
              "shards": [[n, c] for n, _, c in plan], "options": _options_dict(options)}
     state_path = os.path.join(root, store.BUILD_STATE)
+    refusal = ""
     if comm.is_main_process():
-        if os.path.isfile(state_path):
-            old = store.read_json(state_path)
-            if {k: old.get(k) for k in state} != state:
-                raise ValueError(f"{root} holds an unfinished build of other drawings, model or options "
-                                 f"({store.BUILD_STATE}); finish it with the same command, or use another folder")
+        old = store.read_json(state_path) if os.path.isfile(state_path) else None
+        if old is not None and {k: old.get(k) for k in state} != state:
+            refusal = (f"{root} holds an unfinished build of other drawings, model or options ({store.BUILD_STATE}); "
+                       f"finish it with the same command, or use another folder")
+        elif old is not None:
             logger.info("Resuming the unfinished build in %s", root)
             for folder in (root, os.path.join(root, store.SHARD_DIR)):
                 remove_stale_temporaries(folder)
-        os.makedirs(os.path.join(root, store.SHARD_DIR), exist_ok=True)
-        store.write_json(state_path, state)
-        with atomic_open(os.path.join(root, store.CONFIG), "w") as f:
-            f.write(extractor.cfg.dump())
-    comm.synchronize()
+        if not refusal:
+            os.makedirs(os.path.join(root, store.SHARD_DIR), exist_ok=True)
+            store.write_json(state_path, state)
+            with atomic_open(os.path.join(root, store.CONFIG), "w") as f:
+                f.write(extractor.cfg.dump())
+    refusal = comm.all_gather(refusal)[0]  # every process stops, not only rank 0
+    if refusal:
+        raise ValueError(refusal)
     mine = _my_shards(plan)
     todo = [p for p in mine if not store.shard_done(root, *p[::2])]
     logger.info("Extracting %d of %d shards (%d finished already) into %s", len(todo), len(mine),
