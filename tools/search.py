@@ -105,6 +105,8 @@ if __name__ == "__main__":
         ns = p.parse_args()
         if not ns.index or not ns.images:
             p.error("--index and --images are required")
+        if ns.topk < 1 or ns.batch_size < 1 or (ns.nprobe is not None and ns.nprobe < 1):
+            p.error("--topk, --batch-size and --nprobe must be >= 1")
         sys.exit(main(ns))
     except FingerprintMismatch as e:
         raise SystemExit(f"search: refused: {e}") from None
