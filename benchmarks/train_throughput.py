@@ -122,6 +122,24 @@ def measure(cfg: CfgNode, warmup: int, iters: int, synthetic: bool = True) -> fl
     return speed
 
 
+def profile(cfg: CfgNode, warmup: int, iters: int, rows: int = 25) -> str:
+    """torch.profiler's table of the operators that took the most device (else CPU) time over ``iters``
+    training steps after ``warmup`` untimed ones."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    torch.manual_seed(0)
+    _StepTrainer.synthetic = True
+    trainer = _StepTrainer(cfg)
+    super(DefaultTrainer, trainer).train(0, warmup, max(1, warmup))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        super(DefaultTrainer, trainer).train(warmup, warmup + iters, max(1, iters))
+        _sync(trainer.device)
+    key = "cuda_time_total" if trainer.device.type == "cuda" else "cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
 def measure_loader(cfg: CfgNode, batches: int) -> float:
     """Images per second of the training loader alone (after its first batch: workers started)."""
     it = iter(DefaultTrainer.build_train_loader(cfg))
@@ -178,6 +196,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--loader-batches", type=int, default=5, help="timed loader batches")
     parser.add_argument("--loader-variant", default="baseline", choices=list(VARIANTS),
                         help="step variant fed by the real loader")
+    parser.add_argument("--profile", default="", choices=[""] + list(VARIANTS),
+                        help="also profile this variant (torch.profiler, top operators) after the table")
     parser.add_argument("--output", default="", help="also write the table (markdown) to this file")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     args = parser.parse_args(argv)
@@ -214,12 +234,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     title = (f"{args.config_file}: batch {cfg.SOLVER.IMS_PER_BATCH}, {h}x{w}, {device}, torch {torch.__version__}, "
              f"cudnn.benchmark={cfg.CUDNN_BENCHMARK}, {args.iters} timed iterations after {args.warmup} warmup")
     table = tabulate(rows, headers=["variant", "switches", "images/s", "vs baseline"], tablefmt="pipe")
-    print(f"\n{title}\n\n{table}")
+    report = f"{title}\n\n{table}\n"
+    if args.profile:
+        report += (f"\nProfile of {args.profile} ({args.iters} steps, torch.profiler, top operators):\n\n```\n"
+                   f"{profile(variant_cfg(cfg, VARIANTS[args.profile]), args.warmup, args.iters)}\n```\n")
+    print(f"\n{report}")
     if args.output:
         from fastreid.utils.file_io import atomic_open
 
         with atomic_open(args.output, "w") as f:
-            f.write(f"{title}\n\n{table}\n")
+            f.write(report)
     return 0
 
 

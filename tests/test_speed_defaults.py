@@ -1,5 +1,5 @@
-"""Speed defaults: losses read back every metrics period (NaN stop at the next read), optimizer
-implementation, and the 'auto' values of loader workers, test batch, extraction precision and search
+"""Speed defaults: losses read back every metrics period (NaN stop at the next read), fused optimizer
+kernels, and the 'auto' values of loader workers, test batch, extraction precision and search
 backend as they resolve on a CPU-only machine."""
 import os
 
@@ -55,11 +55,13 @@ def test_nan_stops_at_the_next_read_naming_its_iteration():
     assert t.iter == 2  # found when iteration 2 read the values back, before its update
 
 
-def test_optimizer_uses_foreach_on_cpu_and_few_groups():
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD"])
+def test_optimizer_is_fused_with_few_groups(name):
     cfg = get_cfg()
     cfg.SOLVER.BIAS_LR_FACTOR = 2.0
+    cfg.SOLVER.OPT = name
     opt = build_optimizer(cfg, TinyReid())
-    assert opt.defaults["foreach"] is True and not opt.defaults.get("fused")
+    assert opt.defaults["fused"] is True  # torch >= 2.4 has fused CPU kernels for all three
     # Default WEIGHT_DECAY_NORM equals WEIGHT_DECAY: all weights in one group, all biases in another.
     assert [g["names"] for g in opt.param_groups] == [["backbone.0.weight", "backbone.1.weight", "heads.weight"],
                                                       ["backbone.0.bias", "backbone.1.bias", "heads.bias"]]
