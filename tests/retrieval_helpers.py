@@ -28,7 +28,7 @@ def make_data(root: str, num_patents: int = 16) -> str:
     return root
 
 
-def test_lists(data: str) -> List[str]:
+def split_lists(data: str) -> List[str]:
     """(query list, database list) of the synthetic challenge-style test split."""
     lists = os.path.join(data, "test_data", "codalab_test_set", "lists")
     return [os.path.join(lists, "test_queries.txt"), os.path.join(lists, "test_database.txt")]

@@ -28,7 +28,7 @@ def setup(tmp_path_factory):
     data = make_data(str(tmp / "data"), num_patents=30)
     m1 = make_checkpoint(str(tmp / "m1.pth"), seed=1)
     m2 = make_checkpoint(str(tmp / "m2.pth"), seed=2)
-    queries, database = rh.test_lists(data)
+    queries, database = rh.split_lists(data)
     return {"tmp": tmp, "data": data, "m1": m1, "m2": m2, "queries": collect_images(queries),
             "database": collect_images(database), "extractor": TorchExtractor(model_cfg(m1))}
 

@@ -28,7 +28,7 @@ MODEL = ["--config-file", rh.CONFIG, *rh.OPTS]
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("retrieval_tools")
     data = rh.make_data(str(tmp / "data"), num_patents=30)
-    queries, database = rh.test_lists(data)
+    queries, database = rh.split_lists(data)
     return {"tmp": tmp, "data": data, "queries": queries, "database": database,
             "m1": rh.make_checkpoint(str(tmp / "m1.pth"), seed=1),
             "m2": rh.make_checkpoint(str(tmp / "m2.pth"), seed=2)}

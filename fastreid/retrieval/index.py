@@ -201,9 +201,11 @@ class Index:
     def items_of_patent(self, patent: str) -> List[int]:
         """Rows of every drawing of ``patent`` in index order; ``KeyError`` for an unknown patent."""
         if self._by_patent is None:
-            self._by_patent = {}
+            # Built aside and published in one assignment: concurrent callers never see half a table.
+            table: Dict[str, List[int]] = {}
             for i, pid in enumerate(self.patents):
-                self._by_patent.setdefault(pid, []).append(i)
+                table.setdefault(pid, []).append(i)
+            self._by_patent = table
         return list(self._by_patent[patent])
 
     def features(self, post_processed: bool = True) -> torch.Tensor:
