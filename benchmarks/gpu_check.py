@@ -236,7 +236,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               "--iters", str(size["iters"]), "--warmup", str(size["warmup"]), "--variants", *size["variants"],
               "--loader", "--loader-data", os.path.join(work, "loader_data"), "--loader-image-size",
               str(size["loader_size"]), "--loader-patents", str(size["loader_patents"]),
-              "--profile", size["variants"][-1], "--output", os.path.join(out, "train_throughput.md"),
+              "--loader-variant", "amp", "--profile", size["variants"][-1], "--output", os.path.join(out, "train_throughput.md"),
               *size["train_opts"]], log)
     if "eval" not in args.skip:
         end_to_end(out, os.path.join(work, "e2e"), size, args.tiny)

@@ -22,7 +22,8 @@ def test_gpu_check_tiny_writes_every_table(tmp_path):
     tests = (out / "cuda_tests.txt").read_text()
     assert "# exit 0" in tests and ("passed" in tests or "CUDA is not available" in tests)
     train = {row[0]: row for row in _table_rows(out / "train_throughput.md")}
-    assert {"baseline", "amp", "loader only (PNG 96 px)", "loader only (prepared 32x32 copy)"} <= set(train)
+    assert {"baseline", "amp", "loader only (PNG 96 px)", "loader only (prepared 32x32 copy)",
+            "amp + loader (prepared copy)"} <= set(train)
     assert all(float(row[2]) > 0 for row in train.values())
     e2e = {row[0]: row for row in _table_rows(out / "e2e.md")}
     assert "hard links: 60 queries + 180 database" in e2e
