@@ -20,8 +20,8 @@ from typing import List, Optional, Tuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from fastreid.config import ConfigError, get_cfg  # noqa: E402
 from fastreid.data.prepare import prepare_dataset  # noqa: E402
+from fastreid.engine.defaults import setup_cfg  # noqa: E402
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -46,16 +46,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = get_cfg()
-    try:
-        if args.config_file:
-            cfg.merge_from_file(args.config_file)
-        cfg.merge_from_list(args.opts or [])
-    except ConfigError as e:
-        raise SystemExit(f"Config error: {e}") from None
+    cfg = setup_cfg(args)
     if args.root:
+        cfg.defrost()
         cfg.DATASETS.ROOT = args.root
-    cfg.freeze()
+        cfg.freeze()
     start = time.perf_counter()
     try:
         folders = prepare_dataset(cfg, args.size, workers=args.workers)
