@@ -27,7 +27,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
-from fastreid.data.drawing_sheet import SHEET_EFFECTS  # noqa: E402
+from fastreid.data.synthetic.drawing_sheet import SHEET_EFFECTS  # noqa: E402
 from fastreid.data.synthetic import SyntheticSpec, generate  # noqa: E402
 from fastreid.engine import default_argument_parser  # noqa: E402
 from fastreid.engine.commands import train_main  # noqa: E402

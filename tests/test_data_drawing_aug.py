@@ -5,8 +5,8 @@ import torch
 from PIL import Image
 
 from fastreid.config import ConfigError, get_cfg
-from fastreid.data.line_render import render_view
-from fastreid.data.shapes import ObjectSpec, Prism, build_mesh, circle, rect
+from fastreid.data.synthetic.line_render import render_view
+from fastreid.data.synthetic.shapes import ObjectSpec, Prism, build_mesh, circle, rect
 from fastreid.data.transforms import build_transforms
 from fastreid.data.transforms.drawing import CropRescale, InkJitter, LineWidthJitter, RandomQuarterTurn
 

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from fastreid.data.datasets import DeepPatent, DeepPatentTest, query_count
-from fastreid.data.line_render import render_view
-from fastreid.data.shapes import ObjectSpec, Prism, build_mesh, circle, profile, rect, triangulate
+from fastreid.data.synthetic.line_render import render_view
+from fastreid.data.synthetic.shapes import ObjectSpec, Prism, build_mesh, circle, profile, rect, triangulate
 from fastreid.data.synthetic import SyntheticSpec, generate, load_test_ground_truth
 
 

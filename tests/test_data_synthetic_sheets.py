@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastreid.data.drawing_sheet import SHEET_EFFECTS
-from fastreid.data.line_render import render_view, surface_map, draw_lines, view_rotation
-from fastreid.data.shapes import ObjectSpec, Prism, build_mesh, circle, rect
+from fastreid.data.synthetic.drawing_sheet import SHEET_EFFECTS
+from fastreid.data.synthetic.line_render import render_view, surface_map, draw_lines, view_rotation
+from fastreid.data.synthetic.shapes import ObjectSpec, Prism, build_mesh, circle, rect
 from fastreid.data.synthetic import SyntheticSpec, generate, plan_patents, render_patent
 
 from test_data_synthetic import tree_digest

@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from PIL import Image, ImageDraw  # noqa: E402
 
-from fastreid.data.drawing_sheet import SHEET_EFFECTS  # noqa: E402
-from fastreid.data.shapes import BASE_KINDS  # noqa: E402
+from fastreid.data.synthetic.drawing_sheet import SHEET_EFFECTS  # noqa: E402
+from fastreid.data.synthetic.shapes import BASE_KINDS  # noqa: E402
 from fastreid.data.synthetic import SyntheticSpec, generate, plan_patents, render_patent  # noqa: E402
 from fastreid.utils.file_io import atomic_open  # noqa: E402
 

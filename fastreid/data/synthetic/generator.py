@@ -1,6 +1,6 @@
 """Synthetic design patents written in the exact DeepPatent layout (the demo and test data set).
 
-Each patent is one procedural object (:mod:`fastreid.data.shapes`) drawn as black lines on white
+Each patent is one procedural object (:mod:`fastreid.data.synthetic.shapes`) drawn as black lines on white
 from a random subset of the design-patent views (the perspective view always included, like the
 first sheet of a design patent). Patents come in families of similar objects, so that retrieval
 needs the details. Output (``root`` = the output folder)::
@@ -30,8 +30,8 @@ from PIL import Image
 
 from fastreid.utils.file_io import atomic_open
 
-from .datasets.custom import query_count
-from .datasets.deeppatent import find_codalab_root
+from ..datasets.custom import query_count
+from ..datasets.deeppatent import find_codalab_root
 from .drawing_sheet import check_effects, render_sheet, sample_look
 from .line_render import ORTHO_VIEWS, render_view
 from .shapes import BASE_KINDS, build_mesh, sample_family, sample_member
@@ -51,7 +51,7 @@ class SyntheticSpec:
     family_size: Tuple[int, int] = (2, 4)
     train_fraction: float = 0.6
     val_fraction: float = 0.2
-    # Sheet effects (fastreid.data.drawing_sheet.SHEET_EFFECTS); empty: the clean style.
+    # Sheet effects (fastreid.data.synthetic.drawing_sheet.SHEET_EFFECTS); empty: the clean style.
     effects: Tuple[str, ...] = ()
     # Base shapes families may use (shapes.BASE_KINDS); empty: all. Holds shape families out.
     base_kinds: Tuple[str, ...] = ()
