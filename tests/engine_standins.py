@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastreid.config import CfgNode, get_cfg
-from fastreid.engine import DefaultTrainer
+from fastreid.engine import DefaultTrainer, hooks
 from fastreid.utils import comm
 
 NUM_CLASSES = 4
@@ -131,6 +131,16 @@ def tiny_cfg(output_dir: str, **overrides: Any) -> CfgNode:
     cfg.merge_from_list(flat)
     cfg.freeze()
     return cfg
+
+
+def log_every_iteration(trainer: DefaultTrainer) -> DefaultTrainer:
+    """Read the losses back and write metrics at every iteration (the trainer batches both, every 20),
+    so that a test can compare each iteration's loss; returns ``trainer``."""
+    trainer.metrics_period = 1
+    for h in trainer._hooks:
+        if isinstance(h, hooks.PeriodicWriter):
+            h._period = 1
+    return trainer
 
 
 def read_metrics(output_dir: str) -> List[Dict[str, float]]:

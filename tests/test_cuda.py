@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from engine_standins import TinyReid, TinyTrainer, read_metrics, tiny_cfg
+from engine_standins import TinyReid, TinyTrainer, log_every_iteration, read_metrics, tiny_cfg
 from fastreid.engine import hooks
 from fastreid.engine.events import JSONWriter
 
@@ -27,13 +27,9 @@ class CudaTrainer(TinyTrainer):
     def build_model(cls, cfg):
         return super().build_model(cfg).cuda()
 
-    def build_hooks(self):
-        self.metrics_period = 1
-        ret = super().build_hooks()
-        for h in ret:
-            if isinstance(h, hooks.PeriodicWriter):
-                h._period = 1
-        return ret
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        log_every_iteration(self)
 
     def build_writers(self):
         return [JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))]
@@ -106,17 +102,22 @@ def _resnet_cfg():
     return cfg
 
 
-def test_extraction_on_cuda_with_auto_precision_matches_cpu():
-    from fastreid.evaluation import extract_features
+def _cpu_and_gpu_models(cfg):
+    """The same randomly initialised model twice, in eval mode: on the CPU and on the GPU."""
     from fastreid.modeling import build_model
 
-    cfg = _resnet_cfg()
     cfg.MODEL.DEVICE = "cpu"
     torch.manual_seed(0)
     cpu_model = build_model(cfg).eval()
     gpu_model = build_model(cfg).eval()
     gpu_model.load_state_dict(cpu_model.state_dict())
-    gpu_model.cuda()
+    return cpu_model, gpu_model.cuda()
+
+
+def test_extraction_on_cuda_with_auto_precision_matches_cpu():
+    from fastreid.evaluation import extract_features
+
+    cpu_model, gpu_model = _cpu_and_gpu_models(_resnet_cfg())
     images = torch.rand(16, 3, 128, 128, generator=torch.Generator().manual_seed(1)) * 255
     with torch.no_grad():
         ref = extract_features(cpu_model, {"images": images}, amp_dtype="")
@@ -182,16 +183,10 @@ def test_one_gpu_ddp_nccl_trains_and_rewraps(tmp_path):
 
 def test_evaluator_on_cuda_equals_cpu_evaluation(tmp_path):
     from fastreid.evaluation import ReidEvaluator, inference_on_dataset
-    from fastreid.modeling import build_model
 
     cfg = _resnet_cfg()
     cfg.merge_from_list(["TEST.AMP_DTYPE", "", "OUTPUT_DIR", str(tmp_path), "TEST.SEARCH.BACKEND", "auto"])
-    cfg.MODEL.DEVICE = "cpu"
-    torch.manual_seed(0)
-    cpu_model = build_model(cfg).eval()
-    gpu_model = build_model(cfg).eval()
-    gpu_model.load_state_dict(cpu_model.state_dict())
-    gpu_model.cuda()
+    cpu_model, gpu_model = _cpu_and_gpu_models(cfg)
     g = torch.Generator().manual_seed(2)
     batches = [{"images": torch.rand(8, 3, 64, 64, generator=g) * 255, "targets": torch.arange(8) % 4 + 4 * (b % 2),
                 "camids": torch.zeros(8, dtype=torch.long)} for b in range(6)]

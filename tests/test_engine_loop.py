@@ -5,7 +5,8 @@ import os
 import pytest
 import torch
 
-from engine_standins import TinyLoader, TinyReid, TinyTrainer, eval_accuracy, read_metrics, tiny_cfg
+from engine_standins import (TinyLoader, TinyReid, TinyTrainer, eval_accuracy, log_every_iteration, read_metrics,
+                             tiny_cfg)
 from fastreid.engine import hooks
 from fastreid.engine.train_loop import SimpleTrainer
 from fastreid.utils.checkpoint import Checkpointer
@@ -154,29 +155,17 @@ def _losses_by_iter(output_dir):
     return {m["iteration"]: m["loss_cls"] for m in read_metrics(output_dir) if "loss_cls" in m}
 
 
-class _EveryStepWriter(TinyTrainer):
-    """Writes metrics every iteration so the test can compare each loss."""
-
-    def build_hooks(self):
-        self.metrics_period = 1  # losses read back from the device every iteration
-        ret = super().build_hooks()
-        for h in ret:
-            if isinstance(h, hooks.PeriodicWriter):
-                h._period = 1
-        return ret
-
-
 def test_resume_continues_exactly(tmp_path):
     common = dict(SOLVER__MAX_EPOCH=4, SOLVER__WARMUP_ITERS=3, SOLVER__CHECKPOINT_PERIOD=1)
     full_dir, cut_dir = str(tmp_path / "full"), str(tmp_path / "cut")
-    _EveryStepWriter(tiny_cfg(full_dir, **common)).train()
+    log_every_iteration(TinyTrainer(tiny_cfg(full_dir, **common))).train()
     # Interrupted after 6 iterations (the last checkpoint is at iteration 4, end of epoch 0) ...
-    cut = _EveryStepWriter(tiny_cfg(cut_dir, **common))
+    cut = log_every_iteration(TinyTrainer(tiny_cfg(cut_dir, **common)))
     with pytest.raises(KeyboardInterrupt):
         cut.register_hooks([_InterruptAt(6)])
         cut.train()
     # ... then resumed from last_checkpoint.
-    resumed = _EveryStepWriter(tiny_cfg(cut_dir, **common))
+    resumed = log_every_iteration(TinyTrainer(tiny_cfg(cut_dir, **common)))
     resumed.resume_or_load(resume=True)
     assert resumed.start_iter == 4
     resumed.train()

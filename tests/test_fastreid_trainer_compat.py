@@ -11,9 +11,10 @@ import torch
 import yaml
 from torch import nn
 
+from engine_standins import log_every_iteration
 from fastreid.config import get_cfg
 from fastreid.data.synthetic import SyntheticSpec, generate
-from fastreid.engine import DefaultTrainer, HookBase, default_argument_parser, default_setup, hooks
+from fastreid.engine import DefaultTrainer, HookBase, default_argument_parser, default_setup
 from fastreid.evaluation import ReidEvaluator
 from fastreid.layers import get_norm
 from fastreid.modeling.backbones import BACKBONE_REGISTRY
@@ -260,11 +261,7 @@ def _seeded_run(cfg_file, out, seed, resume=False, stop_at=None):
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     default_setup(cfg, args)
-    trainer = UserTrainer(cfg)
-    trainer.metrics_period = 1
-    for h in trainer._hooks:
-        if isinstance(h, hooks.PeriodicWriter):
-            h._period = 1
+    trainer = log_every_iteration(UserTrainer(cfg))
     if stop_at is not None:
         trainer.register_hooks([_Stop(stop_at)])
     trainer.resume_or_load(resume=resume)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine_standins import log_every_iteration
 from fastreid.config import get_cfg
 from fastreid.data.synthetic import SyntheticSpec, generate, load_test_ground_truth
 from fastreid.engine import default_argument_parser, hooks, launch, seed_all
@@ -94,11 +95,7 @@ def _run(cfg_file, out, resume=False, stop=False):
     cfg.merge_from_list(["OUTPUT_DIR", out, "DATASETS.TESTS", "()"])
     cfg.freeze()
     seed_all(cfg.SEED)  # as default_setup does: the same initial weights in every run
-    t = DefaultTrainer(cfg)
-    t.metrics_period = 1  # losses read back from the device every iteration, to compare each one
-    for h in t._hooks:
-        if isinstance(h, hooks.PeriodicWriter):
-            h._period = 1
+    t = log_every_iteration(DefaultTrainer(cfg))
     if stop:
         t.register_hooks([_Stop()])
     t.resume_or_load(resume=resume)
