@@ -92,6 +92,8 @@ def test_evaluator_records_the_choice_and_applies_it_to_the_unlabeled_set(tmp_pa
 
 
 def test_unlabeled_set_without_a_choice_fails_before_extraction(tmp_path):
+    with pytest.raises(ValueError, match="TEST.AQE.AUTO_CRITERION.*'mAP@5'"):
+        ReidEvaluator(_cfg(tmp_path, AUTO=True, AUTO_CRITERION="mAP@5"), 3, labeled=True)
     cfg = _cfg(tmp_path, AUTO=True)
     with pytest.raises(FileNotFoundError, match="qe_choice.json"):
         ReidEvaluator(cfg, 3, labeled=False)

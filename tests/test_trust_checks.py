@@ -284,3 +284,10 @@ def test_case3_every_stage_is_checked_before_the_first_one_trains(data, tmp_path
     assert "Stage 2 (second.yml): TEST.METRIC is 'cosin'" in str(e.value)
     assert f"Stage 2 (second.yml): OUTPUT_DIR {runs / 'stage2_second'} holds an earlier run" in str(e.value)
     assert not (runs / "stage1_first").exists()
+
+
+def test_preflight_checks_the_query_expansion_criterion(data, tmp_path):
+    cfg = _cfg(data, tmp_path / "out", TEST__AQE__AUTO="True", TEST__AQE__AUTO_CRITERION="mAP@5")
+    report = preflight(cfg, train=False)
+    assert not report.ok
+    assert any("TEST.AQE.AUTO_CRITERION is 'mAP@5'" in e and "'mAP@10'" in e for e in report.errors), report.errors

@@ -180,14 +180,10 @@ def _check_choice(report: PreflightReport, key: str, value: Any, allowed: Sequen
 
 
 def _check_amp_dtype(report: PreflightReport, value: str) -> None:
-    """TEST.AMP_DTYPE through the evaluator's own resolution (which knows "auto") where it has one."""
-    from fastreid.evaluation import evaluator
+    """TEST.AMP_DTYPE through the evaluator's own resolution (which knows "auto")."""
+    from fastreid.evaluation.evaluator import resolve_amp_dtype
 
-    resolve = getattr(evaluator, "resolve_amp_dtype", None)
-    if resolve is None:
-        _check_choice(report, "TEST.AMP_DTYPE", value, ("",) + tuple(evaluator._AMP_DTYPES))
-    else:
-        _try(report, "TEST.AMP_DTYPE", lambda: resolve(value, torch.device("cpu")))
+    _try(report, "TEST.AMP_DTYPE", lambda: resolve_amp_dtype(value, torch.device("cpu")))
 
 
 def _check_names(cfg: CfgNode, report: PreflightReport, train: bool, evaluate: bool) -> List[str]:
@@ -195,6 +191,7 @@ def _check_names(cfg: CfgNode, report: PreflightReport, train: bool, evaluate: b
     import fastreid.data  # noqa: F401  (registers the datasets)
     import fastreid.modeling  # noqa: F401  (registers backbones, heads, meta-architectures)
     from fastreid.evaluation import search
+    from fastreid.evaluation.qe_tuning import TUNED_METRICS
     from fastreid.evaluation.reid_evaluation import _FEAT_DTYPES
     from fastreid.modeling.backbones.resnet import RESNET_SPECS
     from fastreid.modeling.layers.classifiers import CLASSIFIER_LAYERS
@@ -218,11 +215,13 @@ def _check_names(cfg: CfgNode, report: PreflightReport, train: bool, evaluate: b
     t = cfg.TEST
     if evaluate:
         _check_choice(report, "TEST.METRIC", t.METRIC, search.METRICS)
-        _check_choice(report, "TEST.SEARCH.BACKEND", t.SEARCH.BACKEND, getattr(search, "BACKENDS", ("faiss", "torch")))
+        _check_choice(report, "TEST.SEARCH.BACKEND", t.SEARCH.BACKEND, search.BACKENDS)
         _check_choice(report, "TEST.SEARCH.INDEX", t.SEARCH.INDEX, ("flat", "ivf"))
         _check_amp_dtype(report, t.AMP_DTYPE)
         _check_choice(report, "TEST.FEAT_DTYPE", t.FEAT_DTYPE, tuple(_FEAT_DTYPES))
         _check_choice(report, "TEST.AQE.MODE", t.AQE.MODE, ("all", "query"))
+        if t.AQE.AUTO:
+            _check_choice(report, "TEST.AQE.AUTO_CRITERION", t.AQE.AUTO_CRITERION, TUNED_METRICS)
     if train:
         for name in m.LOSSES.NAME:
             _check_choice(report, "MODEL.LOSSES.NAME entry", name, LOSS_NAMES)

@@ -18,7 +18,7 @@ import torch
 from ..utils import comm
 from .evaluator import DatasetEvaluator
 from .metrics import per_query_metrics, rank_positives_chunked, summarize
-from .qe_tuning import QEChoice, load_choice, save_choice, tune_query_expansion
+from .qe_tuning import TUNED_METRICS, QEChoice, load_choice, save_choice, tune_query_expansion
 from .query_expansion import aqe, aqe_queries_only, dba
 from .rerank import k_reciprocal_rerank
 from .search import check_metric, knn, normalize, recall_against_exact, torch_knn
@@ -84,6 +84,9 @@ class ReidEvaluator(DatasetEvaluator):
         # TEST.AQE.AUTO: labeled sets choose the expansion, unlabeled ones apply the recorded choice,
         # which is read here so that a missing choice fails before feature extraction.
         self._qe_choice: Optional[QEChoice] = None
+        if cfg.TEST.AQE.AUTO and cfg.TEST.AQE.AUTO_CRITERION not in TUNED_METRICS:
+            raise ValueError(f"TEST.AQE.AUTO_CRITERION must be one of {TUNED_METRICS}, "
+                             f"got {cfg.TEST.AQE.AUTO_CRITERION!r}")
         if cfg.TEST.AQE.AUTO and not labeled:
             self._qe_choice = load_choice(self.qe_choice_path)
         self.reset()
