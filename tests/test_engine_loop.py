@@ -228,6 +228,33 @@ def test_launch_under_torchrun_env_with_one_process_runs_in_place(monkeypatch):
     assert seen == [7]
 
 
+def _cyclic_ddp_worker(report_dir):
+    """Leave a DDP wrapper in a reference cycle (as a trainer and its hooks do) and record, at exit,
+    whether it outlived the worker: a surviving wrapper keeps gloo's threads for interpreter shutdown."""
+    import atexit
+    import gc
+
+    from fastreid.utils import comm
+
+    holder = {"ddp": torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))}
+    holder["self"] = holder
+
+    def report():
+        alive = sum(isinstance(o, torch.nn.parallel.DistributedDataParallel) for o in gc.get_objects())
+        with open(os.path.join(report_dir, f"rank{comm.get_rank()}_{os.getpid()}"), "w") as f:
+            f.write(str(alive))
+
+    atexit.register(report)
+
+
+def test_launch_frees_ddp_wrappers_before_the_process_exits(tmp_path):
+    from fastreid.engine import launch
+
+    launch(_cyclic_ddp_worker, 2, dist_url="auto", args=(str(tmp_path),))
+    reports = [p.read_text() for p in tmp_path.iterdir()]
+    assert reports == ["0", "0"]
+
+
 def test_compile_keeps_checkpoint_keys_and_trains(tmp_path):
     cfg = tiny_cfg(str(tmp_path), SOLVER__COMPILE=True, SOLVER__MAX_ITER=2, TEST__EVAL_PERIOD=0)
     trainer = TinyTrainer(cfg)

@@ -1,6 +1,7 @@
 """Start one process per device (``--num-gpus``) or join a ``torchrun`` job, then call ``main``."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -88,6 +89,13 @@ def _init_group(dist_url: str, world_size: int, rank: int, local_rank: int, time
 
 
 def _destroy() -> None:
+    """Free the process group while the interpreter is whole.
+
+    DDP wrappers hold the group and usually sit in reference cycles (trainer <-> hooks), so without a
+    collection they outlive ``destroy_process_group`` and the group's gloo threads are torn down during
+    interpreter shutdown, which aborts the process (SIGABRT) after a run that otherwise succeeded.
+    """
+    gc.collect()
     if comm.is_dist():
         dist.destroy_process_group()
 
