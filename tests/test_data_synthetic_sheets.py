@@ -113,3 +113,21 @@ def test_tool_writes_the_effect_figure_and_sheet_sets(tmp_path):
     bad = subprocess.run([sys.executable, "tools/make_synthetic_patents.py", "--output", str(tmp_path / "x"),
                           "--effects", "smudge"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and "smudge" in bad.stderr
+
+
+def test_holdout_kinds_keep_their_families_out_of_training():
+    spec = SyntheticSpec(num_patents=120, seed=3, holdout_kinds=("cylinder", "hexagon"), val_fraction=0.2,
+                         train_fraction=0.6)
+    patents, families = plan_patents(spec)
+    base = {p.index: families[p.family]["base"] for p in patents}
+    train = [p for p in patents if p.split == "train"]
+    held = [p for p in patents if p.split != "train"]
+    assert train and all(base[p.index] not in spec.holdout_kinds for p in train)
+    assert held and all(base[p.index] in spec.holdout_kinds for p in held)
+    n_val = sum(p.split == "val" for p in held)
+    assert n_val == round(len(held) * 0.5)  # val : test = 0.2 : 0.2
+    assert plan_patents(SyntheticSpec(num_patents=120, seed=3))[1] == families  # same families as without
+    with pytest.raises(ValueError, match="proper subset"):
+        SyntheticSpec(base_kinds=("cylinder",), holdout_kinds=("cylinder",)).check()
+    with pytest.raises(ValueError, match="base kind"):
+        SyntheticSpec(holdout_kinds=("sphere",)).check()

@@ -74,6 +74,9 @@ def main(argv=None) -> int:
                         help=f"sheet effects to apply, a subset of {', '.join(SHEET_EFFECTS)} (overrides --style)")
     parser.add_argument("--base-kinds", nargs="+", choices=BASE_KINDS, metavar="KIND",
                         help=f"base shapes of the families, a subset of {', '.join(BASE_KINDS)} (default all)")
+    parser.add_argument("--holdout-kinds", nargs="+", choices=BASE_KINDS, metavar="KIND",
+                        help="base shapes whose families appear only in validation and test (held-out "
+                             "shape families; the training share is then the share of the other shapes)")
     parser.add_argument("--examples", metavar="PNG",
                         help="write an example grid of every sheet effect to PNG instead of a data set")
     args = parser.parse_args(argv)
@@ -88,7 +91,8 @@ def main(argv=None) -> int:
     spec = SyntheticSpec(num_patents=args.num_patents, image_size=args.image_size, seed=args.seed,
                          min_views=args.min_views, max_views=args.max_views, family_size=tuple(args.family_size),
                          train_fraction=args.train_fraction, val_fraction=args.val_fraction,
-                         effects=effects, base_kinds=tuple(args.base_kinds or ()))
+                         effects=effects, base_kinds=tuple(args.base_kinds or ()),
+                         holdout_kinds=tuple(args.holdout_kinds or ()))
     start = time.perf_counter()
     try:
         counts = generate(args.output, spec, workers=args.workers)

@@ -55,6 +55,9 @@ class SyntheticSpec:
     effects: Tuple[str, ...] = ()
     # Base shapes families may use (shapes.BASE_KINDS); empty: all. Holds shape families out.
     base_kinds: Tuple[str, ...] = ()
+    # Base shapes whose families only appear in validation and test (never in training); the share
+    # of such patents then sets the training share, and train_fraction is not used.
+    holdout_kinds: Tuple[str, ...] = ()
 
     def check(self) -> None:
         if self.num_patents < 3:
@@ -70,9 +73,13 @@ class SyntheticSpec:
         if not 1 <= self.family_size[0] <= self.family_size[1]:
             raise ValueError(f"family_size must be (low, high) with 1 <= low <= high, got {self.family_size}")
         check_effects(self.effects)
-        unknown = [k for k in self.base_kinds if k not in BASE_KINDS]
+        unknown = [k for k in (*self.base_kinds, *self.holdout_kinds) if k not in BASE_KINDS]
         if unknown:
             raise ValueError(f"Unknown base kind(s) {unknown}; expected a subset of {BASE_KINDS}")
+        kinds = self.base_kinds or BASE_KINDS
+        if self.holdout_kinds and not (set(self.holdout_kinds) < set(kinds)):
+            raise ValueError(f"holdout_kinds {self.holdout_kinds} must be a proper subset of the base kinds "
+                             f"{kinds}: training needs the others")
 
 
 @dataclass
@@ -97,11 +104,15 @@ def plan_patents(spec: SyntheticSpec) -> Tuple[List[_Patent], List[dict]]:
         families.append(sample_family(_rng(spec.seed, 1, len(families)), spec.base_kinds or BASE_KINDS))
         owner += [len(families) - 1] * int(rng.integers(spec.family_size[0], spec.family_size[1] + 1))
     owner = rng.permutation(np.asarray(owner[:spec.num_patents]))
-    n_train = max(1, int(round(spec.num_patents * spec.train_fraction)))
-    n_val = max(1, int(round(spec.num_patents * spec.val_fraction)))
-    n_train = min(n_train, spec.num_patents - 2)
-    n_val = min(n_val, spec.num_patents - n_train - 1)
-    split_of = rng.permutation(["train"] * n_train + ["val"] * n_val + ["test"] * (spec.num_patents - n_train - n_val))
+    if spec.holdout_kinds:
+        split_of = _holdout_splits(spec, [families[f]["base"] in spec.holdout_kinds for f in owner], rng)
+    else:
+        n_train = max(1, int(round(spec.num_patents * spec.train_fraction)))
+        n_val = max(1, int(round(spec.num_patents * spec.val_fraction)))
+        n_train = min(n_train, spec.num_patents - 2)
+        n_val = min(n_val, spec.num_patents - n_train - 1)
+        split_of = rng.permutation(["train"] * n_train + ["val"] * n_val
+                                   + ["test"] * (spec.num_patents - n_train - n_val))
     per_week = 25
     patents = []
     for i in range(spec.num_patents):
@@ -112,6 +123,20 @@ def plan_patents(spec: SyntheticSpec) -> Tuple[List[_Patent], List[dict]]:
         patents.append(_Patent(i, int(owner[i]), f"USD0{810000 + i}-{date}", f"I{date}", str(split_of[i]),
                                ["perspective"] + [ORTHO_VIEWS[k] for k in ortho]))
     return patents, families
+
+
+def _holdout_splits(spec: SyntheticSpec, held: List[bool], rng: np.random.Generator) -> np.ndarray:
+    """Training split for the patents of other base shapes; the held-out ones are shared between
+    validation and test in the ratio val_fraction : (1 - train_fraction - val_fraction)."""
+    held_idx = np.flatnonzero(held)
+    if len(held_idx) < 2 or len(held_idx) == len(held):
+        raise ValueError(f"holdout_kinds {spec.holdout_kinds}: {len(held_idx)} of {len(held)} patents are held "
+                         f"out; need at least 2 (validation and test) and at least one to train on")
+    val_share = spec.val_fraction / (1 - spec.train_fraction)
+    n_val = min(max(1, int(round(len(held_idx) * val_share))), len(held_idx) - 1)
+    split_of = np.full(len(held), "train", dtype=object)
+    split_of[held_idx] = rng.permutation(["val"] * n_val + ["test"] * (len(held_idx) - n_val))
+    return split_of.astype(str)
 
 
 def render_patent(seed: int, size: int, family: dict, views: List[str], index: int,
