@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ from fastreid.utils.logger import setup_logger  # noqa: E402
 
 METRICS = ("mAP", "mAP@10", "Rank-1")
 HOLDOUT_KINDS = ("cylinder", "hexagon")
+PRETRAIN_KINDS = ("box", "chamfer_box", "rounded_box", "L", "U", "T")
+PRETRAIN_CONFIG = "configs/pretrain/synthetic_R18-ibn_64.yml"
 ORIGINAL = "configs/patent/sbs_R101-ibn_patent_256.yml"
 DEMO = "configs/demo/demo_R18-ibn_64.yml"
 # The original run the iteration keys were written for: 70 epochs of DeepPatent's training list.
@@ -60,6 +63,7 @@ class Recipe:
     about: str
     opts: List[str] = field(default_factory=list)
     original: bool = False
+    pretrained: bool = False
 
 
 RECIPES: Dict[str, Recipe] = {
@@ -72,6 +76,8 @@ RECIPES: Dict[str, Recipe] = {
     "demo+rot90": Recipe(DEMO, "bagtricks + quarter turns", NO_DRAWING + ["INPUT.DRAWING.ROT90_PROB", "0.5"]),
     "demo+vflip": Recipe(DEMO, "bagtricks + vertical flip", NO_DRAWING + ["INPUT.DRAWING.VFLIP_PROB", "0.5"]),
     "demo": Recipe(DEMO, "the shipped demo recipe, as configured"),
+    "pretrained": Recipe(DEMO, "bagtricks from the synthetic pretraining backbone (other seed, no held-out shape)",
+                         NO_DRAWING, pretrained=True),
 }
 DEFAULT_RECIPES = ("original", "bagtricks", "demo")
 
@@ -108,6 +114,33 @@ def budget_opts(args: argparse.Namespace, data: str, seed: int) -> List[str]:
             "DATALOADER.NUM_WORKERS", str(args.workers), "SEED", str(seed)]
 
 
+def pretrain(args: argparse.Namespace) -> str:
+    """The synthetic pretraining checkpoint (made once per setting, then reused): another seed, only
+    the shapes the benchmark trains on, ``configs/pretrain/synthetic_R18-ibn_64.yml`` at ``--size``."""
+    name = f"pretrain-{args.pretrain_patents}-{args.size}px-{args.pretrain_epochs}ep"
+    weights = os.path.join(args.work, name, "model_final.pth")
+    if os.path.isfile(weights):
+        return weights
+    data = os.path.join(args.work, f"pretrain-data-{args.pretrain_patents}-{args.size}px")
+    if not os.path.isfile(os.path.join(data, "synthetic_info.json")):
+        generate(data, SyntheticSpec(num_patents=args.pretrain_patents, image_size=args.size, seed=12,
+                                     effects=SHEET_EFFECTS, base_kinds=PRETRAIN_KINDS, train_fraction=0.9,
+                                     val_fraction=0.05))
+    size = f"[{args.size}, {args.size}]"
+    partial = os.path.dirname(weights) + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)  # an interrupted pretraining starts again
+    cli = default_argument_parser().parse_args(
+        ["--config-file", os.path.join(ROOT, PRETRAIN_CONFIG), "DATASETS.ROOT", data, "INPUT.SIZE_TRAIN", size,
+         "INPUT.SIZE_TEST", size, "SOLVER.MAX_EPOCH", str(args.pretrain_epochs), "SOLVER.IMS_PER_BATCH",
+         str(args.batch), "TEST.EVAL_PERIOD", "0", "TEST.AQE.AUTO", "False", "DATALOADER.NUM_WORKERS",
+         str(args.workers), "OUTPUT_DIR", partial])
+    start = time.perf_counter()
+    train_main(cli)
+    os.replace(partial, os.path.dirname(weights))
+    print(f"Pretrained on {args.pretrain_patents} synthetic patents in {time.perf_counter() - start:.0f} s")
+    return weights
+
+
 def run_recipe(name: str, args: argparse.Namespace, data: str, seed: int, out: str,
                iters_per_epoch: int) -> Dict[str, Any]:
     """Train one recipe with one seed; its validation metrics (and, for the original, with its AQE)."""
@@ -115,7 +148,9 @@ def run_recipe(name: str, args: argparse.Namespace, data: str, seed: int, out: s
     opts = list(recipe.opts)
     if recipe.original:
         opts += scaled_original(args.epochs, iters_per_epoch)
-    opts += budget_opts(args, data, seed) + ["OUTPUT_DIR", out]
+    if recipe.pretrained:
+        opts += ["MODEL.BACKBONE.PRETRAIN", "True", "MODEL.BACKBONE.PRETRAIN_PATH", pretrain(args)]
+    opts = budget_opts(args, data, seed) + opts + ["OUTPUT_DIR", out]
     start = time.perf_counter()
     cli = default_argument_parser().parse_args(["--config-file", os.path.join(ROOT, recipe.config), *opts])
     row: Dict[str, Any] = {"seed": seed, **_metrics(train_main(cli))}
@@ -158,6 +193,8 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="DATALOADER.NUM_WORKERS")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--pretrain-patents", type=int, default=2000, help="synthetic pretraining set size")
+    parser.add_argument("--pretrain-epochs", type=int, default=4)
     parser.add_argument("--tiny", action="store_true", help="a minute-long run of the whole pipeline")
     args = parser.parse_args(argv)
     if args.list:
@@ -165,6 +202,7 @@ def main(argv: List[str] = None) -> int:
         return 0
     if args.tiny:
         args.patents, args.size, args.epochs, args.batch, args.workers, args.seeds = 40, 32, 1, 16, 0, [0]
+        args.pretrain_patents, args.pretrain_epochs = 40, 1
     os.makedirs(args.work, exist_ok=True)
     setup_logger(args.work)
     data = os.path.join(args.work, f"hard-{args.patents}-{args.size}px")

@@ -28,10 +28,10 @@ def test_original_schedule_keeps_its_shares_of_the_run():
 
 def test_tiny_run_trains_every_recipe_and_prints_the_table(tmp_path, capsys):
     bench = _load()
-    assert bench.main(["--tiny", "--work", str(tmp_path), "--recipes", "original", "demo+rot90"]) == 0
+    assert bench.main(["--tiny", "--work", str(tmp_path), "--recipes", "original", "demo+rot90", "pretrained"]) == 0
     out = capsys.readouterr().out.split("Hard synthetic set")[-1]  # the training logs print tables too
     rows = [ln.split("|")[1].strip() for ln in out.splitlines() if ln.startswith("| ")]
-    assert rows == ["recipe", "original", "original + AQE k5 a2", "demo+rot90"]
+    assert rows == ["recipe", "original", "original + AQE k5 a2", "demo+rot90", "pretrained"]
     runs = [d for d in os.listdir(tmp_path) if d.startswith("runs-")]
     result = json.load(open(tmp_path / runs[0] / "recipes.json"))
     rot = result["results"]["demo+rot90"][0]
@@ -40,3 +40,7 @@ def test_tiny_run_trains_every_recipe_and_prints_the_table(tmp_path, capsys):
     assert "ROT90_PROB: 0.5" in cfg and "LINE_PROB: 0.0" in cfg
     info = json.load(open(tmp_path / "hard-40-32px" / "synthetic_info.json"))
     assert info["spec"]["holdout_kinds"] == ["cylinder", "hexagon"]
+    pretrained = open(tmp_path / runs[0] / "pretrained-seed0" / "config.yaml").read()
+    assert f"PRETRAIN_PATH: {tmp_path / 'pretrain-40-32px-1ep' / 'model_final.pth'}" in pretrained
+    info = json.load(open(tmp_path / "pretrain-data-40-32px" / "synthetic_info.json"))
+    assert not set(info["spec"]["base_kinds"]) & {"cylinder", "hexagon"}
