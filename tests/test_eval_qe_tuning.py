@@ -1,13 +1,18 @@
 """TEST.AQE.AUTO: query expansion is chosen on a labeled split and never lowers its criterion."""
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 
 from fastreid.config import get_cfg
+from fastreid.data.synthetic import SyntheticSpec, generate
+from fastreid.engine.commands import evaluate
 from fastreid.evaluation import ReidEvaluator
 from fastreid.evaluation.qe_tuning import load_choice, tune_query_expansion
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _clusters(seed: int, noise: float, n_ids: int = 30, per_id: int = 5, dim: int = 16):
@@ -101,3 +106,37 @@ def test_unlabeled_set_without_a_choice_fails_before_extraction(tmp_path):
     cfg.TEST.AQE.AUTO_FILE = str(tmp_path / "broken.json")
     with pytest.raises(ValueError, match="broken.json"):
         ReidEvaluator(cfg, 3, labeled=False)
+
+
+SHIPPED_AUTO = ["configs/demo/demo_R18-ibn_64.yml", "configs/demo/demo_R18-ibn_96.yml",
+                "configs/patent/sbs_R101-ibn_patent_256_synthetic.yml",
+                "configs/patent/sbs_R101-ibn_patent_384_synthetic.yml",
+                "configs/patent/sbs_R101-ibn_patent_test_auto.yml"]
+
+
+@pytest.mark.parametrize("config", SHIPPED_AUTO)
+def test_shipped_configs_choose_expansion_on_a_labeled_split_before_the_test_set(config):
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, config))
+    assert cfg.TEST.AQE.AUTO and cfg.TEST.AQE.AUTO_CRITERION == "mAP@10"
+    tests = list(cfg.DATASETS.TESTS)
+    assert tests[0] == "DeepPatent"  # the labeled validation split chooses; DeepPatentTest applies
+
+
+def test_demo_config_keeps_validation_map10_at_or_above_no_expansion(tmp_path):
+    """A small untrained model (the demo config at 32 px, random weights) on real synthetic drawings:
+    the reported mAP@10 is the chosen expansion's and never below no expansion; the test set gets
+    the recorded choice."""
+    data = str(tmp_path / "data")
+    generate(data, SyntheticSpec(num_patents=30, image_size=32, seed=4, min_views=3, max_views=4), workers=1)
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, "configs/demo/demo_R18-ibn_64.yml"))
+    cfg.merge_from_list(["DATASETS.ROOT", data, "INPUT.SIZE_TEST", "[32, 32]", "MODEL.WEIGHTS", "random",
+                         "DATASETS.TESTS", '("DeepPatent", "DeepPatentTest")', "OUTPUT_DIR", str(tmp_path / "out"),
+                         "DATALOADER.NUM_WORKERS", "0"])
+    results = evaluate(cfg)
+    val = results["DeepPatent"]
+    choice = json.loads((tmp_path / "out" / "qe_choice.json").read_text())
+    assert val["mAP@10"] >= val["noQE-mAP@10"]
+    assert val["QE_K"] == choice["qe_k"] and (choice["qe_k"] > 0) == (val["mAP@10"] > val["noQE-mAP@10"])
+    assert np.load(tmp_path / "out" / "result.npy").shape[1] == 10
