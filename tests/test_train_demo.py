@@ -32,3 +32,9 @@ def test_demo_trains_both_stages_and_reports_against_pixels(tmp_path, capsys):
     assert set(summary["test_result_npy"]) == {"trained", "pixels"}
     for scores in summary["test_result_npy"].values():
         assert 0.0 <= scores["mAP@10"] <= 100.0
+    # The shipped demo chooses query expansion on validation: both numbers, never below no expansion.
+    assert "val mAP@10 no QE" in printed and "QE (k, alpha)" in printed
+    for name in ("trained", "pixels"):
+        val = summary["validation"][name]
+        assert val["mAP@10"] >= val["noQE-mAP@10"]
+    assert os.path.isfile(os.path.join(out, "final", "qe_choice.json"))
