@@ -38,3 +38,18 @@ def test_demo_trains_both_stages_and_reports_against_pixels(tmp_path, capsys):
         val = summary["validation"][name]
         assert val["mAP@10"] >= val["noQE-mAP@10"]
     assert os.path.isfile(os.path.join(out, "final", "qe_choice.json"))
+
+
+def test_demo_table_names_the_expansion_whether_chosen_fixed_or_off():
+    from fastreid.config import get_cfg
+
+    spec = importlib.util.spec_from_file_location("demo", os.path.join(ROOT, "tools", "demo.py"))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    cfg = get_cfg()
+    chosen = {"mAP@10": 13.5, "noQE-mAP@10": 12.9, "QE_K": 2.0, "QE_ALPHA": 2.0}
+    assert demo.qe_cells(cfg, chosen) == [12.9, "2, 2"]
+    assert demo.qe_cells(cfg, dict(chosen, **{"mAP@10": 12.9, "QE_K": 0.0, "QE_ALPHA": 0.0})) == [12.9, "none"]
+    assert demo.qe_cells(cfg, {"mAP@10": 11.0}) == [11.0, "none"]
+    cfg.TEST.AQE.ENABLED, cfg.TEST.AQE.QE_K, cfg.TEST.AQE.ALPHA = True, 5, 2.0
+    assert demo.qe_cells(cfg, {"mAP@10": 11.0}) == ["", "5, 2 (fixed)"]

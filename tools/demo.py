@@ -57,11 +57,15 @@ def evaluate_model(cfg: CfgNode, model: nn.Module, dataset: str, output_dir: str
     return inference_on_dataset(model, loader, evaluator) or {}
 
 
-def qe_cells(metrics: Dict[str, float]) -> List[Any]:
-    """mAP@10 without expansion and the expansion used (``TEST.AQE.AUTO`` reports both; "none" when
-    it kept no expansion or was off)."""
-    k = int(metrics.get("QE_K", 0))
-    return [metrics.get("noQE-mAP@10", metrics["mAP@10"]), f"{k}, {metrics['QE_ALPHA']:g}" if k else "none"]
+def qe_cells(cfg: CfgNode, metrics: Dict[str, float]) -> List[Any]:
+    """Validation mAP@10 without expansion and the expansion used: ``TEST.AQE.AUTO`` reports both; a
+    fixed ``TEST.AQE`` has no number without expansion (empty cell)."""
+    if "QE_K" in metrics:
+        k = int(metrics["QE_K"])
+        return [metrics["noQE-mAP@10"], f"{k}, {metrics['QE_ALPHA']:g}" if k else "none"]
+    if cfg.TEST.AQE.ENABLED:
+        return ["", f"{cfg.TEST.AQE.QE_K}, {cfg.TEST.AQE.ALPHA:g} (fixed)"]
+    return [metrics["mAP@10"], "none"]
 
 
 def final_cfg(base: CfgNode, output_dir: str, vis: bool) -> CfgNode:
@@ -135,9 +139,9 @@ def main(argv: List[str] = None) -> int:
     scores = {name: score_submission(np.load(os.path.join(d, "result.npy")), q_labels, db_labels)
               for name, d in (("trained", trained_dir), ("pixels", pixel_dir))}
     size = "x".join(str(s) for s in cfg.INPUT.SIZE_TEST)
-    rows = [[f"raw pixels ({size}, cosine)"] + [pixel[m] for m in METRICS] + qe_cells(pixel)
+    rows = [[f"raw pixels ({size}, cosine)"] + [pixel[m] for m in METRICS] + qe_cells(cfg, pixel)
             + [scores["pixels"]["mAP@10"], scores["pixels"]["Recall@1"]],
-            [f"ResNet18-IBN demo ({size})"] + [trained[m] for m in METRICS] + qe_cells(trained)
+            [f"ResNet18-IBN demo ({size})"] + [trained[m] for m in METRICS] + qe_cells(cfg, trained)
             + [scores["trained"]["mAP@10"], scores["trained"]["Recall@1"]]]
     headers = (["method"] + [f"val {m}" for m in METRICS] + ["val mAP@10 no QE", "QE (k, alpha)"]
                + ["test mAP@10", "test Recall@1"])
