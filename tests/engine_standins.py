@@ -143,6 +143,17 @@ def log_every_iteration(trainer: DefaultTrainer) -> DefaultTrainer:
     return trainer
 
 
+class InterruptAt(hooks.HookBase):
+    """Stop a run as Ctrl-C would, just before iteration ``iteration`` (tests of exact resume)."""
+
+    def __init__(self, iteration: int) -> None:
+        self.iteration = iteration
+
+    def before_step(self) -> None:
+        if self.trainer.iter == self.iteration:
+            raise KeyboardInterrupt
+
+
 def read_metrics(output_dir: str) -> List[Dict[str, float]]:
     import json
 

@@ -9,8 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from engine_standins import TinyReid, TinyTrainer, log_every_iteration, read_metrics, tiny_cfg
-from fastreid.engine import hooks
+from engine_standins import InterruptAt, TinyReid, TinyTrainer, log_every_iteration, read_metrics, tiny_cfg
 from fastreid.engine.events import JSONWriter
 
 if not torch.cuda.is_available():
@@ -35,15 +34,6 @@ class CudaTrainer(TinyTrainer):
         return [JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))]
 
 
-class _InterruptAt(hooks.HookBase):
-    def __init__(self, it):
-        self.it = it
-
-    def before_step(self):
-        if self.trainer.iter == self.it:
-            raise KeyboardInterrupt
-
-
 @pytest.fixture
 def deterministic(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
@@ -63,7 +53,7 @@ def test_fp16_amp_with_grad_scaler_trains_and_resumes_exactly(tmp_path, determin
     t.train()
     assert not torch.equal(before, t.module.heads.weight.detach())
     interrupted = CudaTrainer(tiny_cfg(cut, **common))
-    interrupted.register_hooks([_InterruptAt(6)])
+    interrupted.register_hooks([InterruptAt(6)])
     with pytest.raises(KeyboardInterrupt):
         interrupted.train()
     resumed = CudaTrainer(tiny_cfg(cut, **common))

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from engine_standins import (TinyLoader, TinyReid, TinyTrainer, eval_accuracy, log_every_iteration, read_metrics,
+from engine_standins import (InterruptAt, TinyLoader, TinyReid, TinyTrainer, eval_accuracy, log_every_iteration, read_metrics,
                              tiny_cfg)
 from fastreid.engine import hooks
 from fastreid.engine.train_loop import SimpleTrainer
@@ -162,7 +162,7 @@ def test_resume_continues_exactly(tmp_path):
     # Interrupted after 6 iterations (the last checkpoint is at iteration 4, end of epoch 0) ...
     cut = log_every_iteration(TinyTrainer(tiny_cfg(cut_dir, **common)))
     with pytest.raises(KeyboardInterrupt):
-        cut.register_hooks([_InterruptAt(6)])
+        cut.register_hooks([InterruptAt(6)])
         cut.train()
     # ... then resumed from last_checkpoint.
     resumed = log_every_iteration(TinyTrainer(tiny_cfg(cut_dir, **common)))
@@ -176,15 +176,6 @@ def test_resume_continues_exactly(tmp_path):
     a = torch.load(os.path.join(full_dir, "model_final.pth"), weights_only=True)["model"]
     b = torch.load(os.path.join(cut_dir, "model_final.pth"), weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-class _InterruptAt(hooks.HookBase):
-    def __init__(self, it):
-        self.it = it
-
-    def before_step(self):
-        if self.trainer.iter == self.it:
-            raise KeyboardInterrupt
 
 
 def test_simple_trainer_rejects_eval_mode():

@@ -11,7 +11,7 @@ import torch
 import yaml
 from torch import nn
 
-from engine_standins import log_every_iteration
+from engine_standins import InterruptAt, log_every_iteration
 from fastreid.config import get_cfg
 from fastreid.data.synthetic import SyntheticSpec, generate
 from fastreid.engine import DefaultTrainer, HookBase, default_argument_parser, default_setup
@@ -244,15 +244,6 @@ def test_resume_from_original_reports_what_does_not_match(data, tmp_path, caplog
 
 # ---- exact resume with SEED -1 -------------------------------------------------------------------------
 
-class _Stop(HookBase):
-    def __init__(self, at):
-        self.at = at
-
-    def before_step(self):
-        if self.trainer.iter == self.at:
-            raise KeyboardInterrupt
-
-
 def _seeded_run(cfg_file, out, seed, resume=False, stop_at=None):
     args = default_argument_parser().parse_args(["--config-file", cfg_file, *(["--resume"] if resume else []),
                                                  "OUTPUT_DIR", out, "SEED", str(seed)])
@@ -263,7 +254,7 @@ def _seeded_run(cfg_file, out, seed, resume=False, stop_at=None):
     default_setup(cfg, args)
     trainer = log_every_iteration(UserTrainer(cfg))
     if stop_at is not None:
-        trainer.register_hooks([_Stop(stop_at)])
+        trainer.register_hooks([InterruptAt(stop_at)])
     trainer.resume_or_load(resume=resume)
     try:
         trainer.train()

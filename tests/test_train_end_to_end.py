@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine_standins import log_every_iteration
+from engine_standins import InterruptAt, log_every_iteration
 from fastreid.config import get_cfg
 from fastreid.data.synthetic import SyntheticSpec, generate, load_test_ground_truth
-from fastreid.engine import default_argument_parser, hooks, launch, seed_all
+from fastreid.engine import default_argument_parser, launch, seed_all
 from fastreid.engine.commands import evaluate, train_main
 from fastreid.engine.trainer import DefaultTrainer
 from fastreid.evaluation import score_submission
@@ -77,13 +77,6 @@ def test_two_stages_then_test_tool_writes_and_scores_result(tiny):
     assert 0.0 <= scores["mAP@10"] <= 100.0
 
 
-class _Stop(hooks.HookBase):
-    def before_step(self):
-        # Interrupted in the middle of the second epoch; the last checkpoint is the first epoch's.
-        if self.trainer.iter == self.trainer.iters_per_epoch + 1:
-            raise KeyboardInterrupt
-
-
 def _losses(out):
     return {r["iteration"]: r["total_loss"] for r in map(json.loads, open(os.path.join(out, "metrics.json")))
             if "total_loss" in r}
@@ -97,7 +90,8 @@ def _run(cfg_file, out, resume=False, stop=False):
     seed_all(cfg.SEED)  # as default_setup does: the same initial weights in every run
     t = log_every_iteration(DefaultTrainer(cfg))
     if stop:
-        t.register_hooks([_Stop()])
+        # Interrupted in the middle of the second epoch; the last checkpoint is the first epoch's.
+        t.register_hooks([InterruptAt(t.iters_per_epoch + 1)])
     t.resume_or_load(resume=resume)
     try:
         t.train()

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine_standins import TinyTrainer, read_metrics, tiny_cfg
+from engine_standins import InterruptAt, TinyTrainer, read_metrics, tiny_cfg
 from fastreid.config import ConfigError, get_cfg
 from fastreid.data.datasets import read_list
 from fastreid.data.synthetic import SyntheticSpec, generate
@@ -158,12 +158,6 @@ def test_case6_resume_with_nothing_warns_and_stale_tmp_is_removed(data, tmp_path
     assert (out / "model_final.pth").exists()
 
 
-class _Stop(hooks.HookBase):
-    def before_step(self):
-        if self.trainer.iter == 6:
-            raise KeyboardInterrupt
-
-
 def _every_step(trainer):
     trainer.metrics_period = 1
     for h in trainer._hooks:
@@ -175,7 +169,7 @@ def _every_step(trainer):
 def test_case7_metrics_json_has_one_row_per_iteration_after_resume(tmp_path):
     cfg = tiny_cfg(str(tmp_path), SOLVER__MAX_EPOCH=3, SOLVER__CHECKPOINT_PERIOD=1)
     cut = _every_step(TinyTrainer(cfg))
-    cut.register_hooks([_Stop()])
+    cut.register_hooks([InterruptAt(6)])
     with pytest.raises(KeyboardInterrupt):
         cut.train()
     assert max(r["iteration"] for r in read_metrics(str(tmp_path))) == 5
