@@ -19,14 +19,14 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
+from benchmarks.seed_table import METRICS, seed_cells, test_set_metrics  # noqa: E402
 from fastreid.data.synthetic.drawing_sheet import SHEET_EFFECTS  # noqa: E402
 from fastreid.data.synthetic import SyntheticSpec, generate  # noqa: E402
 from fastreid.engine import default_argument_parser  # noqa: E402
@@ -35,21 +35,12 @@ from fastreid.utils.logger import setup_logger  # noqa: E402
 
 PRETRAIN_KINDS = ("box", "chamfer_box", "rounded_box", "L", "U", "T")
 TARGET_KINDS = ("cylinder", "hexagon")
-METRICS = ("mAP", "mAP@10", "Rank-1")
 PRETRAIN_CONFIG = os.path.join(ROOT, "configs/pretrain/synthetic_R18-ibn_64.yml")
-
-
-def _metrics(results: Dict[str, Any]) -> Dict[str, float]:
-    """The metrics of the (single) test set, whether ``test`` returned them flat or per data set."""
-    if "mAP" in results:
-        return {m: float(results[m]) for m in METRICS}
-    first = next(iter(results.values()))
-    return {m: float(first[m]) for m in METRICS}
 
 
 def _train(config: str, output: str, opts: List[str]) -> Dict[str, float]:
     args = default_argument_parser().parse_args(["--config-file", config, *opts, "OUTPUT_DIR", output])
-    return _metrics(train_main(args))
+    return test_set_metrics(train_main(args))
 
 
 def main(argv: List[str] = None) -> int:
@@ -98,8 +89,7 @@ def main(argv: List[str] = None) -> int:
             rows[label].append(_train(finetune, out, ["DATASETS.ROOT", data["target"], "SEED", str(seed),
                                                       "SOLVER.MAX_EPOCH", str(args.finetune_epochs),
                                                       "TEST.EVAL_PERIOD", "0", *init, *small]))
-    table = [[label] + [f"{np.mean([r[m] for r in res]):.2f} ± {np.ptp([r[m] for r in res]) / 2:.2f}"
-                        for m in METRICS] for label, res in rows.items()]
+    table = [[label, *seed_cells(res)] for label, res in rows.items()]
     text = tabulate(table, headers=["fine-tuning from"] + [f"val {m}" for m in METRICS], tablefmt="pipe")
     print(f"Target: {args.target_patents} patents, base shapes {', '.join(TARGET_KINDS)} (held out); "
           f"pretraining: {args.pretrain_patents} patents, {args.pretrain_epochs} epochs ({pretrain_s:.0f} s); "

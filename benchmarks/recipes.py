@@ -36,16 +36,17 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
+from benchmarks.seed_table import METRICS, seed_cells, test_set_metrics  # noqa: E402
 from fastreid.config import get_cfg  # noqa: E402
 from fastreid.data.synthetic import SyntheticSpec, generate  # noqa: E402
+from fastreid.data.synthetic.shapes import BASE_KINDS  # noqa: E402
 from fastreid.data.synthetic.drawing_sheet import SHEET_EFFECTS  # noqa: E402
 from fastreid.engine import default_argument_parser  # noqa: E402
 from fastreid.engine.commands import evaluate, train_main  # noqa: E402
 from fastreid.utils.logger import setup_logger  # noqa: E402
 
-METRICS = ("mAP", "mAP@10", "Rank-1")
 HOLDOUT_KINDS = ("cylinder", "hexagon")
-PRETRAIN_KINDS = ("box", "chamfer_box", "rounded_box", "L", "U", "T")
+PRETRAIN_KINDS = tuple(k for k in BASE_KINDS if k not in HOLDOUT_KINDS)
 PRETRAIN_CONFIG = "configs/pretrain/synthetic_R18-ibn_64.yml"
 ORIGINAL = "configs/patent/sbs_R101-ibn_patent_256.yml"
 DEMO = "configs/demo/demo_R18-ibn_64.yml"
@@ -86,12 +87,6 @@ RECIPES: Dict[str, Recipe] = {
                          NO_DRAWING, pretrained=True),
 }
 DEFAULT_RECIPES = ("original", "bagtricks", "pretrained")
-
-
-def _metrics(results: Dict[str, Any]) -> Dict[str, float]:
-    """The metrics of the (single) test set, whether ``test`` returned them flat or per data set."""
-    flat = results if "mAP" in results else next(iter(results.values()))
-    return {m: float(flat[m]) for m in METRICS}
 
 
 def scaled_original(epochs: int, iters_per_epoch: int) -> List[str]:
@@ -159,7 +154,7 @@ def run_recipe(name: str, args: argparse.Namespace, data: str, seed: int, out: s
     opts = budget_opts(args, data, seed) + opts + ["OUTPUT_DIR", out]
     start = time.perf_counter()
     cli = default_argument_parser().parse_args(["--config-file", os.path.join(ROOT, recipe.config), *opts])
-    row: Dict[str, Any] = {"seed": seed, **_metrics(train_main(cli))}
+    row: Dict[str, Any] = {"seed": seed, **test_set_metrics(train_main(cli))}
     row["seconds"] = time.perf_counter() - start
     if recipe.original:
         cfg = get_cfg()
@@ -167,21 +162,18 @@ def run_recipe(name: str, args: argparse.Namespace, data: str, seed: int, out: s
         cfg.merge_from_list(opts[:-2] + ["MODEL.WEIGHTS", os.path.join(out, "model_final.pth"),
                                          "TEST.AQE.ENABLED", "True", "TEST.AQE.QE_K", "5", "TEST.AQE.ALPHA", "2.0",
                                          "OUTPUT_DIR", out + "-aqe"])
-        row["with its AQE"] = _metrics(evaluate(cfg))
+        row["with its AQE"] = test_set_metrics(evaluate(cfg))
     return row
 
 
 def summarise(rows: Dict[str, List[Dict[str, Any]]]) -> str:
     """The table: one line per recipe (plus the original with its AQE), mean ± half range over seeds."""
-    def cells(res: List[Dict[str, float]]) -> List[str]:
-        return [f"{np.mean([r[m] for r in res]):.2f} ± {np.ptp([r[m] for r in res]) / 2:.2f}" for m in METRICS]
-
     table = []
     for name, res in rows.items():
         seconds = f"{np.mean([r['seconds'] for r in res]):.0f}"
-        table.append([name, *cells(res), seconds, RECIPES[name].about])
+        table.append([name, *seed_cells(res), seconds, RECIPES[name].about])
         if RECIPES[name].original:
-            table.append([f"{name} + AQE k5 a2", *cells([r["with its AQE"] for r in res]), "",
+            table.append([f"{name} + AQE k5 a2", *seed_cells([r["with its AQE"] for r in res]), "",
                           "the same models, scored with the original's test config"])
     return tabulate(table, headers=["recipe", *[f"val {m}" for m in METRICS], "s / run", "what"],
                     tablefmt="pipe")
