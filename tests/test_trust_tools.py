@@ -179,7 +179,8 @@ def test_case8_training_error_prints_its_traceback_once(run):
     assert r.returncode != 0
     # Logged once by the training loop (with its cause), then one line from the tool.
     assert r.output.count("Exception during training") == 1, r.output[-3000:]
-    assert r.output.count("raise ImageReadError(") == 1 and r.output.count("Stopped by ImageReadError") == 1
+    assert r.output.count("raise ImageReadError(") == 1 and r.output.count("stopped by ImageReadError") == 1
+    assert r.output.strip().splitlines()[-1].startswith("Error: Cannot read image")
     assert "Cannot read image" in r.output and "listed at" in r.output
     assert not (out / "model_final.pth").exists()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
+import traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from torch import nn
@@ -17,12 +17,14 @@ from fastreid.config import CfgNode, ConfigError
 from fastreid.utils import comm
 from fastreid.utils.checkpoint import (CheckpointError, convert_reference_state_dict, load_checkpoint_file,
                                        load_state_dict_strict, split_checkpoint)
+from fastreid.utils.errors import INPUT_ERRORS, debug_enabled, message_of, print_error
 from fastreid.utils.file_io import remove_stale_temporaries
 from fastreid.utils.logger import setup_logger
 
 from .defaults import default_setup, setup_cfg
 from .launch import launch
 from .preflight import RANDOM_WEIGHTS, PreflightError, PreflightReport, preflight, remove_stale_result
+from .run_checks import NOT_CHECKED, run_checks
 from .stages import has_stages, plan_stages, previous_stage_weights, run_stages, stage_config
 from .trainer import DefaultTrainer
 
@@ -31,8 +33,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["check_config", "run_preflight", "run_command", "train_main", "test_main", "build_eval_model",
            "evaluate", "eval_config"]
 
-# Errors that describe bad input: the message names the file, line or key, a traceback adds nothing.
-USER_ERRORS = (ConfigError, PreflightError, CheckpointError, FileNotFoundError)
+# Errors that describe bad input (an unreadable image included): the message names the file, line or key,
+# a traceback adds nothing (FASTREID_DEBUG=1 prints it).
+USER_ERRORS = (ConfigError, PreflightError, CheckpointError) + INPUT_ERRORS
 
 
 def _eval_stage_cfg(args: argparse.Namespace) -> CfgNode:
@@ -87,8 +90,25 @@ def run_preflight(args: argparse.Namespace) -> PreflightReport:
         # A finished stage is skipped under --resume; a later stage's weights come from the one before.
         resume = bool(args.resume) and train
         part = preflight(cfg, train=train, evaluate=True, resume=resume, check_weights=check_weights)
+        part.extend(run_checks(cfg, train=train, check_weights=check_weights,
+                               read_weights=bool(getattr(args, "check", False))))
         report.extend(part, label)
     return report
+
+
+def _failure_text(report: PreflightReport, what: str, listed_above: bool = False) -> str:
+    """The problems of ``report`` and their headline (printed last, as the ``Error:`` line): the problem itself
+    when there is one, else the count and the first. ``listed_above``: only the headline."""
+    if listed_above:
+        first = report.errors[0].splitlines()[0].rstrip(":")
+        count = f"{len(report.errors)} problems, listed above; the first: " if len(report.errors) > 1 else ""
+        return f"{what} failed: {count}{first}"
+    if len(report.errors) == 1:
+        head, _, rest = report.errors[0].partition("\n")
+        return f"{head.rstrip(':')} ({what}; nothing was run)" + (f"\n{rest}" if rest else "")
+    listed = "\n".join(f"  - {e}" for e in report.errors)
+    first = report.errors[0].splitlines()[0]
+    return f"{len(report.errors)} problems found ({what}; nothing was run), the first: {first}\n{listed}"
 
 
 def check_config(args: argparse.Namespace) -> None:
@@ -97,20 +117,23 @@ def check_config(args: argparse.Namespace) -> None:
     Bad input exits non-zero with a message naming the key, file or line.
     """
     if not args.config_file:
-        raise SystemExit("Error: --config-file is required (e.g. --config-file "
+        raise SystemExit("--config-file is required (e.g. --config-file "
                          "configs/patent/sbs_R101-ibn_patent_256.yml); the bare defaults are never what was meant")
     if not os.environ.get("RANK") or os.environ.get("RANK") == "0":
         setup_logger()
     try:
         report = run_preflight(args)
     except ConfigError as e:
-        raise SystemExit(f"Config error: {e}") from None
+        raise SystemExit(str(e)) from None
     if getattr(args, "check", False):
+        report.not_checked = list(NOT_CHECKED)
         print(report.summary())
-        raise SystemExit(0 if report.ok else 1)
+        if not report.ok:
+            raise SystemExit(_failure_text(report, "--check", listed_above=True))
+        raise SystemExit(0)
     report.log_warnings()
     if not report.ok:
-        raise SystemExit(report.error_text())
+        raise SystemExit(_failure_text(report, "preflight"))
     args.preflight_done = True
 
 
@@ -219,17 +242,30 @@ def test_main(args: argparse.Namespace) -> Dict[str, Any]:
 def run_command(main: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> None:
     """Preflight, then ``main`` in every process; errors exit non-zero, each traceback printed once.
 
-    Bad input (config, preflight, checkpoint, missing file) prints its message only; an error already
-    logged with its traceback by the training loop is not printed a second time.
+    Every failure ends in one ``Error:`` line (:mod:`fastreid.utils.errors`). Bad input (config, preflight,
+    checkpoint, a missing or unreadable file) prints its message only; an error already logged with its
+    traceback by the training loop is not printed a second time; any other error is a bug of ours and
+    prints its traceback.
     """
-    check_config(args)
+    try:
+        check_config(args)
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print_error(e.code)
+            raise SystemExit(1) from None
+        raise
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
-    except USER_ERRORS as e:
-        raise SystemExit(f"Error: {e}") from None
     except Exception as e:
         if getattr(e, "fastreid_logged", False):
-            print(f"Stopped by {type(e).__name__}: {e} (traceback above and in OUTPUT_DIR/log.txt)", file=sys.stderr)
+            print_error(f"{message_of(e)} (stopped by {type(e).__name__}; traceback above and in OUTPUT_DIR/log.txt)")
             raise SystemExit(1) from None
-        raise
+        if not isinstance(e, USER_ERRORS) or debug_enabled():
+            traceback.print_exc()
+        if not isinstance(e, USER_ERRORS):
+            print_error(f"unexpected {type(e).__name__}: {message_of(e)} (a bug in fastreid: please report it "
+                        f"with the traceback above)")
+        else:
+            print_error(message_of(e))
+        raise SystemExit(1) from None

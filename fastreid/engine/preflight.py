@@ -61,6 +61,8 @@ class PreflightReport:
     datasets: List[DatasetSummary] = field(default_factory=list)
     outputs: List[Tuple[str, str]] = field(default_factory=list)
     files_checked: int = 0
+    # What the checks cannot know (listed by --check before its verdict).
+    not_checked: List[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -95,6 +97,8 @@ class PreflightReport:
                  tabulate(self.outputs, headers=["output", "path"], tablefmt="pipe"),
                  f"{self.files_checked} listed image files checked (exist and are files)."]
         parts += [f"WARNING: {w}" for w in self.warnings]
+        if self.not_checked:
+            parts.append("Not checked (only the run can know):\n" + "\n".join(f"  - {n}" for n in self.not_checked))
         parts.append(self.error_text() if self.errors else "Preflight passed.")
         return "\n\n".join(parts)
 
@@ -222,7 +226,7 @@ def _check_names(cfg: CfgNode, report: PreflightReport, train: bool, evaluate: b
         _check_choice(report, "TEST.AQE.MODE", t.AQE.MODE, ("all", "query"))
         if t.AQE.AUTO:
             _check_choice(report, "TEST.AQE.AUTO_CRITERION", t.AQE.AUTO_CRITERION, TUNED_METRICS)
-    if train:
+    if train and _uses_baseline_losses(m.META_ARCHITECTURE):
         for name in m.LOSSES.NAME:
             _check_choice(report, "MODEL.LOSSES.NAME entry", name, LOSS_NAMES)
         from fastreid.data.build import _TRAIN_SAMPLERS
@@ -237,6 +241,15 @@ def _check_names(cfg: CfgNode, report: PreflightReport, train: bool, evaluate: b
     for key, name in wanted:
         _check_choice(report, f"{key} entry", name, DATASET_REGISTRY.names())
     return [name for _, name in wanted if name in DATASET_REGISTRY]
+
+
+def _uses_baseline_losses(meta_arch: str) -> bool:
+    """Whether the meta-architecture computes Baseline's losses (a project's own ``losses`` names its own)."""
+    from fastreid.modeling.meta_arch import Baseline
+    from fastreid.utils.registry import META_ARCH_REGISTRY
+
+    cls = META_ARCH_REGISTRY.get(meta_arch) if meta_arch in META_ARCH_REGISTRY else Baseline
+    return getattr(cls, "losses", None) is Baseline.losses
 
 
 def _try(report: PreflightReport, what: str, fn: Callable[[], Any]) -> Any:

@@ -51,11 +51,16 @@ class LoadReport:
     def clean(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
 
-    def table(self) -> str:
-        """A tabulate table, one row per module; parameters of one module are grouped in braces."""
+    def table(self, loaded: bool = True) -> str:
+        """A tabulate table, one row per module; parameters of one module are grouped in braces.
+
+        ``loaded``: the rest of the file was loaded (lenient training load), so the unexpected and
+        mismatched keys were ignored or skipped; False when nothing was loaded (strict refusal).
+        """
+        ignored, skipped = (" (ignored)", " (skipped)") if loaded else ("", "")
         rows = [(name, "missing in checkpoint", "") for name in _group_keys(self.missing)]
-        rows += [(name, "not in model (ignored)", "") for name in _group_keys(self.unexpected)]
-        rows += [(key, "shape mismatch (skipped)", f"checkpoint {list(a)} vs model {list(b)}")
+        rows += [(name, f"not in model{ignored}", "") for name in _group_keys(self.unexpected)]
+        rows += [(key, f"shape mismatch{skipped}", f"checkpoint {list(a)} vs model {list(b)}")
                  for key, a, b in self.mismatched]
         return tabulate(rows, headers=["key", "problem", "detail"], tablefmt="pipe")
 
@@ -238,7 +243,8 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Any], sour
         raise CheckpointError(
             f"{source or 'The checkpoint'} does not fit the model built from the config: {len(report.missing)} "
             f"missing, {len(report.unexpected)} unexpected and {len(report.mismatched)} shape-mismatched keys "
-            f"(evaluating it would give the results of a partly random model).\n{report.table()}\n{hint}. "
+            f"(evaluating it would give the results of a partly random model); nothing was loaded.\n"
+            f"{report.table(loaded=False)}\n{hint}. "
             f"Use the config the checkpoint was trained with.")
     loadable = {k: v for k, v in state_dict.items()
                 if k in own and not (isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(own[k].shape))}
