@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from .line_render import Mesh, draw_lines, surface_map, view_rotation
+from .line_render import Mesh, depth_edges, draw_lines, surface_depth_map, view_rotation
 
 SHEET_EFFECTS = ("projection", "line_weight", "shading", "environment", "partial", "labels", "scan")
 
@@ -154,29 +154,47 @@ def _scan(img: Image.Image, rng: np.random.Generator, angle_spread: float) -> Im
 
 def render_sheet(mesh: Mesh, view: str, size: int, look: PatentLook, rng: np.random.Generator,
                  effects: Sequence[str], *, margin: float, yaw: float, pitch: float, fig: int, n_sheets: int,
-                 supersample: int = 2) -> np.ndarray:
+                 supersample: int = 2, fold_jump: float = 0.0, hatch_scale: int = 1) -> np.ndarray:
     """One ``size x size`` uint8 sheet of ``mesh`` from ``view`` with the chosen effects.
 
     Args:
         look: the patent's draws (``sample_look``); ``rng`` draws what varies per sheet.
         fig: the figure number (1-based), also its sheet number; ``n_sheets`` the patent's total.
+        fold_jump: when > 0, also draw where a surface passes behind itself by more than this share
+            of the depth range (smooth real-world surfaces; the procedural shapes do not need it).
+        hatch_scale: spacing multiplier of the shading lines (see :func:`finish_sheet`).
     """
     first = view == "perspective"
     if first and look.projection == "isometric":
         yaw, pitch = np.sign(yaw) * _ISO_YAW, _ISO_PITCH
-    labelled = "labels" in effects
-    fit = margin + (0.08 if labelled else 0.0)
-    ids = surface_map(mesh, view_rotation(view, yaw, pitch), size * supersample, fit,
-                      perspective=look.perspective if first else 0.0)
-    shading: Optional[np.ndarray] = None
+    fit = margin + (0.08 if "labels" in effects else 0.0)
+    ids, zbuf = surface_depth_map(mesh, view_rotation(view, yaw, pitch), size * supersample, fit,
+                                  perspective=look.perspective if first else 0.0)
+    folds = depth_edges(ids, zbuf, fold_jump) if fold_jump > 0 else None
+    return finish_sheet(ids, look, rng, effects, supersample=supersample, fig=fig, n_sheets=n_sheets,
+                        extra=folds, hatch_scale=hatch_scale)
+
+
+def finish_sheet(ids: np.ndarray, look: PatentLook, rng: np.random.Generator, effects: Sequence[str], *,
+                 supersample: int, fig: int, n_sheets: int, extra: Optional[np.ndarray] = None,
+                 hatch_scale: int = 1) -> np.ndarray:
+    """Lines of a surface-id map plus the sheet effects: the part shared by every drawn object.
+
+    Args:
+        ids: visible surface per (supersampled) pixel, 0 = paper.
+        extra: more line pixels at the ``ids`` resolution (e.g. depth discontinuities).
+        hatch_scale: spacing multiplier of the shading lines (sheets drawn larger than 128 px).
+    """
+    lines = None if extra is None else extra.astype(bool)
     if "shading" in effects and look.fires(rng, 0.6):
-        shading = _shading_mask(ids, rng, look.shading_period, supersample)
-    img = Image.fromarray(draw_lines(ids, supersample, look.line_width, extra=shading))
+        shading = _shading_mask(ids, rng, look.shading_period * hatch_scale, supersample)
+        lines = shading if lines is None else lines | shading
+    img = Image.fromarray(draw_lines(ids, supersample, look.line_width, extra=lines))
     if "partial" in effects and look.fires(rng, 0.2):
         img = _partial(img, rng)
     if "environment" in effects and look.fires(rng, 0.4):
         _environment(img, rng, look.line_width)
-    if labelled:
+    if "labels" in effects:
         _labels(img, fig, fig, n_sheets, rng)
     if "scan" in effects:
         img = _scan(img, rng, look.scan_angle_spread)

@@ -83,7 +83,7 @@ class SyntheticSpec:
 
 
 @dataclass
-class _Patent:
+class PlannedPatent:
     index: int
     family: int
     name: str
@@ -96,7 +96,7 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *key]))
 
 
-def plan_patents(spec: SyntheticSpec) -> Tuple[List[_Patent], List[dict]]:
+def plan_patents(spec: SyntheticSpec) -> Tuple[List[PlannedPatent], List[dict]]:
     """Families, patent names, issue weeks, splits and views: everything except the drawings."""
     rng = _rng(spec.seed, 0)
     families, owner = [], []
@@ -120,7 +120,7 @@ def plan_patents(spec: SyntheticSpec) -> Tuple[List[_Patent], List[dict]]:
         date = day.strftime("%Y%m%d")
         n_views = int(rng.integers(spec.min_views, spec.max_views + 1))
         ortho = sorted(rng.choice(len(ORTHO_VIEWS), size=n_views - 1, replace=False).tolist())
-        patents.append(_Patent(i, int(owner[i]), f"USD0{810000 + i}-{date}", f"I{date}", str(split_of[i]),
+        patents.append(PlannedPatent(i, int(owner[i]), f"USD0{810000 + i}-{date}", f"I{date}", str(split_of[i]),
                                ["perspective"] + [ORTHO_VIEWS[k] for k in ortho]))
     return patents, families
 
@@ -176,6 +176,78 @@ def _write_lines(path: str, lines: List[str]) -> None:
         f.write("".join(line + "\n" for line in lines))
 
 
+def layout_patents(output: str, patents: List[PlannedPatent], rng: np.random.Generator
+                   ) -> Tuple[List[List[str]], Dict[str, List[str]], Dict[str, int]]:
+    """Where each drawing of each patent goes in the DeepPatent layout, and the list files' lines.
+
+    Query drawings follow the DeepPatent rule (``query_count``); test drawings get anonymous names
+    in a shuffled order, so neither name nor order tells the label.
+
+    Returns:
+        ``(paths, lists, counts)``: the output path of every view of every patent (in ``patents``
+        order), the lines of every list file keyed by its path relative to ``output``, and counts.
+    """
+    train_dir = "train_data"
+    codalab = os.path.join("test_data", "codalab_test_set")
+    paths: List[List[str]] = []
+    lists: Dict[str, List[str]] = {k: [] for k in ("trn", "val_q", "val_db")}
+    test_q: List[Tuple[int, int, str]] = []
+    test_db: List[Tuple[int, int, str]] = []
+    label = {"train": 0, "val": 0, "test": 0}
+    for slot, p in enumerate(patents):
+        label[p.split] += 1
+        n = len(p.views)
+        is_query = np.zeros(n, dtype=bool)
+        is_query[rng.choice(n, size=query_count(n), replace=False)] = True
+        if p.split == "test":
+            for v in range(n):
+                (test_q if is_query[v] else test_db).append((slot, v, str(label["test"])))
+            paths.append([""] * n)
+            continue
+        rel = [f"patent_data/{p.week}/{p.name}/{p.name}-D{v + 1:05d}.png" for v in range(n)]
+        for v in range(n):
+            key = "trn" if p.split == "train" else ("val_q" if is_query[v] else "val_db")
+            lists[key].append(f"{rel[v]} {label[p.split]}")
+        paths.append([os.path.join(output, train_dir, r) for r in rel])
+    files = {os.path.join(train_dir, "train_patent_trn.txt"): lists["trn"],
+             os.path.join(train_dir, "val_query_patent.txt"): lists["val_q"],
+             os.path.join(train_dir, "val_db_patent.txt"): lists["val_db"],
+             os.path.join(train_dir, "train_patent_val.txt"): sorted(lists["val_q"] + lists["val_db"])}
+    for folder, entries, listname in (("queries", test_q, "test_queries"), ("database", test_db, "test_database")):
+        order = rng.permutation(len(entries))
+        width = max(6, len(str(len(entries))))
+        names, labels = [], []
+        for rank, k in enumerate(order):
+            slot, v, lab = entries[k]
+            rel = f"{folder}/{rank:0{width}d}.png"
+            paths[slot][v] = os.path.join(output, codalab, rel)
+            names.append(rel)
+            labels.append(lab)
+        files[os.path.join(codalab, "lists", listname + ".txt")] = names
+        files[os.path.join(codalab, "lists", listname + "_labels.txt")] = labels
+    counts = {"patents": len(patents), "train_patents": label["train"], "val_patents": label["val"],
+              "test_patents": label["test"], "train_images": len(lists["trn"]),
+              "val_query_images": len(lists["val_q"]), "val_db_images": len(lists["val_db"]),
+              "test_query_images": len(test_q), "test_db_images": len(test_db)}
+    return paths, files, counts
+
+
+def write_list_files(output: str, files: Dict[str, List[str]]) -> None:
+    """Write the list files of :func:`layout_patents` (after the images, so a list never names a
+    drawing that is not there yet)."""
+    for rel, lines in files.items():
+        _write_lines(os.path.join(output, rel), lines)
+
+
+def run_jobs(fn, jobs: list, workers: int) -> list:
+    """``[fn(job) for job in jobs]`` in ``workers`` processes (0: one per CPU core)."""
+    workers = workers or os.cpu_count() or 1
+    if workers > 1 and len(jobs) > 1:
+        with mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
+            return list(pool.imap(fn, jobs, chunksize=1 if len(jobs) < 64 * workers else 8))
+    return [fn(job) for job in jobs]
+
+
 def generate(output: str, spec: Optional[SyntheticSpec] = None, workers: int = 0) -> Dict[str, int]:
     """Write a synthetic DeepPatent-style data set to ``output``; returns image/patent counts.
 
@@ -184,65 +256,12 @@ def generate(output: str, spec: Optional[SyntheticSpec] = None, workers: int = 0
     spec = spec or SyntheticSpec()
     spec.check()
     patents, families = plan_patents(spec)
-    rng = _rng(spec.seed, 3)
-    train_dir = os.path.join(output, "train_data")
-    codalab = os.path.join(output, "test_data", "codalab_test_set")
-    jobs, lists = [], {k: [] for k in ("trn", "val_q", "val_db")}
-    test_q: List[Tuple[int, int, str]] = []
-    test_db: List[Tuple[int, int, str]] = []
-    label = {"train": 0, "val": 0, "test": 0}
-    for p in patents:
-        label[p.split] += 1
-        n = len(p.views)
-        is_query = np.zeros(n, dtype=bool)
-        is_query[rng.choice(n, size=query_count(n), replace=False)] = True
-        if p.split == "test":
-            paths = []
-            for v in range(n):
-                (test_q if is_query[v] else test_db).append((p.index, v, str(label["test"])))
-                paths.append(None)
-            jobs.append([p, paths])
-            continue
-        rel = [f"patent_data/{p.week}/{p.name}/{p.name}-D{v + 1:05d}.png" for v in range(n)]
-        for v in range(n):
-            key = "trn" if p.split == "train" else ("val_q" if is_query[v] else "val_db")
-            lists[key].append(f"{rel[v]} {label[p.split]}")
-        jobs.append([p, [os.path.join(train_dir, r) for r in rel]])
-    # Test images get anonymous names in a shuffled order, so neither name nor order tells the label.
-    test_lines: Dict[str, List[str]] = {}
-    for folder, entries, listname in (("queries", test_q, "test_queries"), ("database", test_db, "test_database")):
-        order = rng.permutation(len(entries))
-        width = max(6, len(str(len(entries))))
-        names, labels = [], []
-        for rank, k in enumerate(order):
-            pidx, v, lab = entries[k]
-            rel = f"{folder}/{rank:0{width}d}.png"
-            jobs[pidx][1][v] = os.path.join(codalab, rel)
-            names.append(rel)
-            labels.append(lab)
-        test_lines[listname] = names
-        test_lines[listname + "_labels"] = labels
-    work = [(spec.seed, spec.image_size, families[p.family], p.views, paths, p.index, tuple(spec.effects))
-            for p, paths in jobs]
-    workers = workers or os.cpu_count() or 1
-    if workers > 1:
-        with mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_render_patent, work, chunksize=8):
-                pass
-    else:
-        for job in work:
-            _render_patent(job)
-    _write_lines(os.path.join(train_dir, "train_patent_trn.txt"), lists["trn"])
-    _write_lines(os.path.join(train_dir, "val_query_patent.txt"), lists["val_q"])
-    _write_lines(os.path.join(train_dir, "val_db_patent.txt"), lists["val_db"])
-    _write_lines(os.path.join(train_dir, "train_patent_val.txt"), sorted(lists["val_q"] + lists["val_db"]))
-    for name, lines in test_lines.items():
-        _write_lines(os.path.join(codalab, "lists", name + ".txt"), lines)
-    counts = {"patents": spec.num_patents, "families": len(families),
-              "train_patents": label["train"], "val_patents": label["val"], "test_patents": label["test"],
-              "train_images": len(lists["trn"]), "val_query_images": len(lists["val_q"]),
-              "val_db_images": len(lists["val_db"]), "test_query_images": len(test_q),
-              "test_db_images": len(test_db)}
+    paths, files, layout_counts = layout_patents(output, patents, _rng(spec.seed, 3))
+    run_jobs(_render_patent, [(spec.seed, spec.image_size, families[p.family], p.views, paths[i], p.index,
+                               tuple(spec.effects)) for i, p in enumerate(patents)], workers)
+    write_list_files(output, files)
+    counts = {"patents": spec.num_patents, "families": len(families)}
+    counts.update({k: v for k, v in layout_counts.items() if k != "patents"})
     with atomic_open(os.path.join(output, "synthetic_info.json"), "w") as f:
         json.dump({"spec": asdict(spec), "counts": counts}, f, indent=2)
     logger.info("Synthetic patents in %s: %s", output, counts)

@@ -13,6 +13,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .raster import rasterize
+
 ORTHO_VIEWS = ("front", "rear", "left", "right", "top", "bottom")
 VIEWS = ("perspective",) + ORTHO_VIEWS
 
@@ -53,13 +55,9 @@ def view_rotation(view: str, yaw: float = np.radians(35), pitch: float = np.radi
     return rotations[view]
 
 
-def _raster_triangle(p: np.ndarray, depth: np.ndarray, fill, zbuf: np.ndarray, ids: np.ndarray,
-                     host: int = -1) -> None:
-    """Rasterise one 2-D triangle (pixel centres) into ``ids``.
-
-    With ``host < 0`` it is depth-tested against ``zbuf``; otherwise it only relabels pixels
-    currently showing surface ``host`` (decals).
-    """
+def _raster_triangle(p: np.ndarray, fill: int, ids: np.ndarray, host: int) -> None:
+    """Relabel the pixels of ``ids`` inside one 2-D triangle (pixel centres) that show surface ``host``
+    (decals: hole rims and slots painted onto their host surface)."""
     area = (p[1, 0] - p[0, 0]) * (p[2, 1] - p[0, 1]) - (p[2, 0] - p[0, 0]) * (p[1, 1] - p[0, 1])
     if abs(area) < 1e-9:
         return
@@ -75,24 +73,18 @@ def _raster_triangle(p: np.ndarray, depth: np.ndarray, fill, zbuf: np.ndarray, i
     w2 = 1.0 - w0 - w1
     inside = (w0 >= -1e-7) & (w1 >= -1e-7) & (w2 >= -1e-7)
     sub_ids = ids[y0:y1 + 1, x0:x1 + 1]
-    if host >= 0:
-        sub_ids[inside & (sub_ids == host)] = fill
-        return
-    z = w0 * depth[0] + w1 * depth[1] + w2 * depth[2]
-    sub_z = zbuf[y0:y1 + 1, x0:x1 + 1]
-    upd = inside & (z < sub_z)
-    sub_z[upd] = z[upd]
-    sub_ids[upd] = fill
+    sub_ids[inside & (sub_ids == host)] = fill
 
 
-def surface_map(mesh: Mesh, rotation: np.ndarray, size: int, margin: float,
-                perspective: float = 0.0) -> np.ndarray:
-    """Visible surface id per pixel of a ``size x size`` view (0 = background).
+def surface_depth_map(mesh: Mesh, rotation: np.ndarray, size: int, margin: float,
+                      perspective: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+    """Visible surface id per pixel of a ``size x size`` view (0 = background) and its depth.
 
     The drawing is scaled to fit inside ``size * (1 - 2 * margin)`` and centred. ``perspective`` 0 is
     an orthographic projection; a positive value is a central projection from a camera that far in
     front of the object, in object extents (2 gives strong foreshortening, 6 a mild one). Depth is
     then tested on ``-1 / distance``, which is affine in screen space, so hidden lines stay exact.
+    The depth map (``inf`` on the background) is in the projection's depth units.
     """
     cam = mesh.vertices @ rotation.T
     if perspective > 0:
@@ -117,15 +109,36 @@ def surface_map(mesh: Mesh, rotation: np.ndarray, size: int, margin: float,
         return xy, d
 
     xy, depth = project(mesh.vertices)
-    zbuf = np.full((size, size), np.inf)
-    ids = np.zeros((size, size), dtype=np.int32)
-    for tri, sid in zip(mesh.triangles, mesh.surfaces):
-        _raster_triangle(xy[tri], depth[tri], int(sid), zbuf, ids)
+    winner, zbuf = rasterize(xy[mesh.triangles], depth[mesh.triangles], size)
+    surfaces = np.asarray(mesh.surfaces, dtype=np.int32)
+    ids = np.where(winner >= 0, surfaces[np.maximum(winner, 0)], 0).astype(np.int32)
     for poly, host, sid in mesh.decals:
         pxy, _ = project(poly)
         for i in range(1, len(pxy) - 1):
-            _raster_triangle(pxy[[0, i, i + 1]], None, sid, zbuf, ids, host=host)
-    return ids
+            _raster_triangle(pxy[[0, i, i + 1]], sid, ids, host)
+    return ids, zbuf
+
+
+def surface_map(mesh: Mesh, rotation: np.ndarray, size: int, margin: float,
+                perspective: float = 0.0) -> np.ndarray:
+    """Visible surface id per pixel (0 = background); see :func:`surface_depth_map`."""
+    return surface_depth_map(mesh, rotation, size, margin, perspective)[0]
+
+
+def depth_edges(ids: np.ndarray, zbuf: np.ndarray, jump: float) -> np.ndarray:
+    """Pixels where one surface passes behind itself: neighbours of the same surface whose depths
+    differ by more than ``jump`` times the drawing's depth range (a fold of one smooth surface)."""
+    finite = np.isfinite(zbuf)
+    if not finite.any():
+        return np.zeros(ids.shape, dtype=bool)
+    limit = jump * max(float(zbuf[finite].max() - zbuf[finite].min()), 1e-12)
+    z = np.where(finite, zbuf, 0.0)
+    edge = np.zeros(ids.shape, dtype=bool)
+    dx = (ids[:, 1:] == ids[:, :-1]) & (ids[:, 1:] > 0) & (np.abs(z[:, 1:] - z[:, :-1]) > limit)
+    dy = (ids[1:, :] == ids[:-1, :]) & (ids[1:, :] > 0) & (np.abs(z[1:, :] - z[:-1, :]) > limit)
+    edge[:, 1:] |= dx
+    edge[1:, :] |= dy
+    return edge
 
 
 def draw_lines(ids: np.ndarray, supersample: int, line_width: int = 1,
