@@ -28,19 +28,31 @@ class DuplicateError(ValueError):
 
 @dataclass
 class Items:
-    """Drawings in index order: the path as given, its patent id and where it was listed (for errors)."""
+    """Drawings in index order: the path as given, its patent id and where it was listed (for errors).
+
+    ``origins`` maps a path to where it was first listed; ``listed_at`` (when filled, one entry per
+    position) says where each occurrence was listed, so that a repeated line can be named.
+    """
 
     paths: List[str] = field(default_factory=list)
     patents: List[str] = field(default_factory=list)
     origins: Dict[str, str] = field(default_factory=dict)
+    listed_at: List[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def extend(self, other: "Items") -> None:
+        self.listed_at = self.where_each() + other.where_each()
         self.paths += other.paths
         self.patents += other.patents
         self.origins.update(other.origins)
+
+    def where_each(self) -> List[str]:
+        """Where each position was listed (``listed_at``, else the path's first listing)."""
+        if len(self.listed_at) == len(self.paths):
+            return list(self.listed_at)
+        return [self.origins.get(p, "") for p in self.paths]
 
 
 def patent_id(path: str, listed: Optional[str] = None) -> str:
@@ -81,6 +93,7 @@ def read_image_list(path: str) -> Items:
             items.paths.append(img)
             items.patents.append(patent_id(img, parts[1] if len(parts) == 2 else None))
             items.origins.setdefault(img, f"{path}:{lineno}")
+            items.listed_at.append(f"{path}:{lineno}")
     return items
 
 
@@ -117,21 +130,25 @@ def drop_duplicates(items: Items, existing: Sequence[str] = (), skip: bool = Fal
     Raises :class:`DuplicateError` naming the first duplicate unless ``skip``; returns the kept
     items and how many were dropped.
     """
-    seen = {os.path.abspath(p) for p in existing}
+    indexed = {os.path.abspath(p) for p in existing}
+    first: Dict[str, str] = {}
     kept = Items(origins=items.origins)
     dropped = 0
-    for p, pid in zip(items.paths, items.patents):
+    for p, pid, where in zip(items.paths, items.patents, items.where_each()):
         key = os.path.abspath(p)
-        if key in seen:
+        if key in indexed or key in first:
             if not skip:
-                where = items.origins.get(p, "")
-                raise DuplicateError(f"{p}{f' (listed at {where})' if where else ''} is listed twice or already "
-                                     f"indexed; pass --skip-duplicates to skip such drawings")
+                at = f" at {where}" if where else ""
+                problem = f"(listed{at}) is already in the index" if key in indexed else \
+                    f"is listed again{at} (first at {first[key] or 'an earlier position'})"
+                raise DuplicateError(f"{p} {problem}; remove that line, or pass --skip-duplicates to skip such "
+                                     f"drawings")
             dropped += 1
             continue
-        seen.add(key)
+        first[key] = where
         kept.paths.append(p)
         kept.patents.append(pid)
+        kept.listed_at.append(where)
     if dropped:
         logger.warning("Skipped %d duplicate drawings (listed twice or already indexed)", dropped)
     return kept, dropped
