@@ -16,11 +16,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastreid.data import load_dataset  # noqa: E402
+from fastreid.data import ImageReadError, load_dataset  # noqa: E402
 from fastreid.engine import default_argument_parser, launch, setup_cfg  # noqa: E402
 from fastreid.retrieval import (INDEX_TYPES, AnnOptions, BuildOptions, Index, build_extractor,  # noqa: E402
                                 collect_images, dataset_items)
+from fastreid.retrieval.file_check import readable_items  # noqa: E402
+from fastreid.retrieval.items import Items  # noqa: E402
+from fastreid.retrieval.unfinished import discard_unfinished  # noqa: E402
 from fastreid.utils import comm  # noqa: E402
+from fastreid.utils.errors import message_of, one_line_usage_errors, run_tool  # noqa: E402
 from fastreid.utils.logger import setup_logger  # noqa: E402
 
 logger = logging.getLogger("fastreid.build_index")
@@ -36,6 +40,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--add", action="store_true", help="add the drawings to the existing index in --output")
     p.add_argument("--onnx", default="", metavar="FILE", help="extract with this ONNX export (onnxruntime, CPU)")
     p.add_argument("--skip-duplicates", action="store_true", help="skip drawings listed twice or already indexed")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="skip (and name) listed drawings that are missing or unreadable instead of stopping")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the unfinished build in --output (its finished shards) and start again")
     p.add_argument("--index-type", default="Flat", choices=INDEX_TYPES, help="faiss structure (default: Flat, exact)")
     p.add_argument("--nlist", type=int, default=None, help="IVF lists (default TEST.SEARCH.NLIST)")
     p.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (default TEST.SEARCH.NPROBE)")
@@ -47,7 +55,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def items_of(args: argparse.Namespace, cfg):
+def items_of(args: argparse.Namespace, cfg) -> Items:
+    """The drawings to index, every one checked before the first shard (all problems at once)."""
+    return readable_items(_listed(args, cfg), args.skip_unreadable,
+                          hint="Fix or remove these lines and run the same command again, or pass --skip-unreadable "
+                               "to index the others.")
+
+
+def _listed(args: argparse.Namespace, cfg) -> Items:
     if args.images:
         return collect_images(args.images)
     name, _, split = args.dataset.partition(":")
@@ -60,6 +75,9 @@ def items_of(args: argparse.Namespace, cfg):
 
 def main(args: argparse.Namespace) -> None:
     setup_logger(None, distributed_rank=comm.get_rank())
+    if args.restart and comm.is_main_process():
+        discard_unfinished(args.output)
+    comm.synchronize()
     if args.add:
         index = Index.open(args.output)
         added = index.add(items_of(args, index.extractor.cfg), args.skip_duplicates)
@@ -82,13 +100,20 @@ def main(args: argparse.Namespace) -> None:
         logger.info("Index ready: %s (%d drawings)", args.output, len(index))
 
 
+def build_or_explain(args: argparse.Namespace) -> None:
+    """:func:`main`; a drawing that fails while extracting says what was kept and how to finish the build."""
+    try:
+        main(args)
+    except ImageReadError as e:
+        raise ImageReadError(f"{message_of(e)}. The finished shards are kept in {args.output}: fix the file or "
+                             f"remove its line, then run the same command again (shards whose drawings are "
+                             f"unchanged are reused)") from None
+
+
 if __name__ == "__main__":
-    p = parser()
+    p = one_line_usage_errors(parser())
     ns = p.parse_args()
     if not ns.output or not (ns.images or ns.dataset):
         p.error("--output and one of --images / --dataset are required")
-    try:
-        launch(main, ns.num_gpus, num_machines=ns.num_machines, machine_rank=ns.machine_rank,
-               dist_url=ns.dist_url, args=(ns,))
-    except (OSError, ValueError, KeyError, ImportError) as e:
-        raise SystemExit(f"build_index: {e}") from None
+    sys.exit(run_tool(launch, build_or_explain, ns.num_gpus, num_machines=ns.num_machines,
+                      machine_rank=ns.machine_rank, dist_url=ns.dist_url, args=(ns,)))

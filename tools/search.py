@@ -25,7 +25,9 @@ from tabulate import tabulate  # noqa: E402
 
 from fastreid.engine import default_argument_parser, setup_cfg  # noqa: E402
 from fastreid.evaluation import write_retrieval_visualisation  # noqa: E402
-from fastreid.retrieval import FingerprintMismatch, Index, SearchHit, build_extractor, collect_images  # noqa: E402
+from fastreid.retrieval import Index, SearchHit, build_extractor, collect_images  # noqa: E402
+from fastreid.retrieval.file_check import readable_items  # noqa: E402
+from fastreid.utils.errors import one_line_usage_errors, run_tool  # noqa: E402
 from fastreid.utils.file_io import atomic_open  # noqa: E402
 from fastreid.utils.logger import setup_logger  # noqa: E402
 
@@ -72,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
     other_model = bool(args.onnx or args.config_file or args.opts)
     extractor = build_extractor(setup_cfg(args) if not args.onnx else None, args.onnx) if other_model else None
     index = Index.open(args.index, extractor)
-    queries = collect_images(args.images).paths
+    queries = readable_items(collect_images(args.images), hint="Fix or remove these lines.").paths
     hits: List[List[SearchHit]] = []
     latency = []
     for s in range(0, len(queries), args.batch_size):
@@ -100,15 +102,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        p = parser()
-        ns = p.parse_args()
-        if not ns.index or not ns.images:
-            p.error("--index and --images are required")
-        if ns.topk < 1 or ns.batch_size < 1 or (ns.nprobe is not None and ns.nprobe < 1):
-            p.error("--topk, --batch-size and --nprobe must be >= 1")
-        sys.exit(main(ns))
-    except FingerprintMismatch as e:
-        raise SystemExit(f"search: refused: {e}") from None
-    except (OSError, ValueError, KeyError, ImportError) as e:
-        raise SystemExit(f"search: {e}") from None
+    p = one_line_usage_errors(parser())
+    ns = p.parse_args()
+    if not ns.index or not ns.images:
+        p.error("--index and --images are required")
+    if ns.topk < 1 or ns.batch_size < 1 or (ns.nprobe is not None and ns.nprobe < 1):
+        p.error("--topk, --batch-size and --nprobe must be >= 1")
+    sys.exit(run_tool(main, ns))

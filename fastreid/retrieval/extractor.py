@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 ONNX_CONFIG_KEY = "fastreid.config"
 ONNX_FINGERPRINT_KEY = "fastreid.fingerprint"
 _HASH_CHUNK = 1 << 22
+# The config key behind each entry of a preprocessing signature (fastreid.data.preprocess).
+_PREPROCESSING_KEYS = {"size_test": "INPUT.SIZE_TEST", "grayscale": "INPUT.GRAYSCALE", "resize": "INPUT.RESIZE_MODE",
+                       "pixel_mean": "MODEL.PIXEL_MEAN", "pixel_std": "MODEL.PIXEL_STD",
+                       "flip_test": "TEST.FLIP.ENABLED"}
 
 
 class FingerprintMismatch(ValueError):
@@ -54,21 +58,50 @@ def config_sha256(cfg: CfgNode) -> str:
 
 def model_fingerprint(cfg: CfgNode) -> Dict[str, Any]:
     """Fingerprint of ``cfg`` with its ``MODEL.WEIGHTS`` file (which must exist)."""
-    if not cfg.MODEL.WEIGHTS or not os.path.isfile(cfg.MODEL.WEIGHTS):
-        raise FileNotFoundError(f"MODEL.WEIGHTS={cfg.MODEL.WEIGHTS!r}: a search index needs a trained checkpoint file")
+    if not cfg.MODEL.WEIGHTS:
+        raise FileNotFoundError("MODEL.WEIGHTS is empty: a search index needs a trained checkpoint file")
+    if not os.path.isfile(cfg.MODEL.WEIGHTS):
+        raise FileNotFoundError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}: checkpoint not found")
     return {"config_sha256": config_sha256(cfg), "checkpoint_sha256": file_sha256(cfg.MODEL.WEIGHTS),
             "preprocessing": preprocessing_signature(cfg)}
 
 
-def check_fingerprint(index_fp: Dict[str, Any], query_fp: Dict[str, Any], index_dir: str) -> None:
-    """Raise :class:`FingerprintMismatch` naming what differs between an index's model and a query model."""
-    names = {"checkpoint_sha256": "checkpoint (MODEL.WEIGHTS)", "config_sha256": "model config (MODEL.*)",
-             "preprocessing": "preprocessing (INPUT.SIZE_TEST, INPUT.GRAYSCALE, PIXEL_MEAN/STD, TEST.FLIP)"}
-    differ = [names[k] for k in names if index_fp.get(k) != query_fp.get(k)]
-    if differ:
+def _preprocessing_keys(index_pre: Any, query_pre: Any) -> str:
+    """The config keys whose values differ between two preprocessing signatures, with both values."""
+    if not isinstance(index_pre, dict) or not isinstance(query_pre, dict):
+        return "preprocessing"
+    keys = sorted(set(index_pre) | set(query_pre))
+    return ", ".join(f"{_PREPROCESSING_KEYS.get(k, k)} (index {index_pre.get(k)!r}, query model {query_pre.get(k)!r})"
+                     for k in keys if index_pre.get(k) != query_pre.get(k))
+
+
+def check_fingerprint(index_fp: Dict[str, Any], query_fp: Dict[str, Any], index_dir: str,
+                      own_model: str = "") -> None:
+    """Raise :class:`FingerprintMismatch` naming what differs between an index's model and a query model.
+
+    ``own_model``: the file of the index's own model when that is what was loaded (then a difference means
+    the file changed since the build, not that another model was given).
+    """
+    differ = []
+    if index_fp.get("checkpoint_sha256") != query_fp.get("checkpoint_sha256"):
+        differ.append("checkpoint (MODEL.WEIGHTS)")
+    if index_fp.get("config_sha256") != query_fp.get("config_sha256"):
+        differ.append("model config (MODEL.*)")
+    if index_fp.get("preprocessing") != query_fp.get("preprocessing"):
+        differ.append("preprocessing: " + _preprocessing_keys(index_fp.get("preprocessing"),
+                                                              query_fp.get("preprocessing")))
+    if not differ:
+        return
+    if own_model:
         raise FingerprintMismatch(
-            f"The index {index_dir} was built with another model: the query model differs in {', '.join(differ)}. "
-            f"Search with the index's own model (omit the model options), or build an index with this model.")
+            f"The model file of the index {index_dir}, {own_model}, changed since the index was built (it differs "
+            f"in {'; '.join(differ)} from the fingerprint in {index_dir}/manifest.json): the indexed features no "
+            f"longer match it. Put back the file the index was built with, or build the index again with "
+            f"tools/build_index.py into a new --output folder.")
+    raise FingerprintMismatch(
+        f"The index {index_dir} was built with another model: the query model differs in {'; '.join(differ)}. "
+        f"Search with the index's own model (omit --config-file, MODEL.* and --onnx), or build an index with "
+        f"this model.")
 
 
 def _cfg_from_yaml(text: str) -> CfgNode:
@@ -184,6 +217,13 @@ def build_extractor(cfg: Optional[CfgNode] = None, onnx: str = "") -> Extractor:
 
 def load_recorded_extractor(entry: Dict[str, Any], config_path: str) -> Extractor:
     """The extractor a manifest's ``extractor`` entry names (the index's own model)."""
+    own = entry.get("onnx" if entry["kind"] == "onnx" else "weights", "")
+    if not os.path.isfile(own):
+        index_dir = os.path.dirname(config_path)
+        raise FileNotFoundError(
+            f"The model file of the index {index_dir} was not found: {own} (recorded in {index_dir}/manifest.json; "
+            f"moved or deleted since the index was built). Put it back there, search with --config-file and "
+            f"MODEL.WEIGHTS of the same file elsewhere, or build the index again.")
     if entry["kind"] == "onnx":
         return OnnxExtractor(entry["onnx"])
     with open(config_path, encoding="utf-8") as f:

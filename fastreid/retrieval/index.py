@@ -26,12 +26,13 @@ from fastreid.data.preprocess import ImageLike
 from fastreid.evaluation import DatasetEvaluator, aqe_queries_only, dba, inference_on_dataset, normalize
 from fastreid.evaluation.search import FaissIndex, faiss
 from fastreid.utils import comm
-from fastreid.utils.file_io import atomic_open, remove_stale_temporaries
+from fastreid.utils.file_io import atomic_open
 
 from . import store
 from .ann_index import AnnOptions, build_ann
 from .extractor import Extractor, check_fingerprint, load_recorded_extractor
 from .items import Items, drop_duplicates
+from .unfinished import resume_unfinished
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +181,9 @@ class Index:
         if extractor is None and load_extractor:
             self.extractor = load_recorded_extractor(self.manifest["extractor"], os.path.join(root, store.CONFIG))
         if self.extractor is not None:
-            check_fingerprint(self.manifest["fingerprint"], self.extractor.fingerprint, root)
+            entry = self.manifest["extractor"]
+            own = "" if extractor is not None else entry.get("onnx" if entry["kind"] == "onnx" else "weights", "")
+            check_fingerprint(self.manifest["fingerprint"], self.extractor.fingerprint, root, own_model=own)
 
     @classmethod
     def open(cls, root: str, extractor: Optional[Extractor] = None, load_extractor: bool = True) -> "Index":
@@ -296,13 +299,8 @@ def _run_build(root: str, items: Items, extractor: Extractor, options: BuildOpti
     refusal = ""
     if comm.is_main_process():
         old = store.read_json(state_path) if os.path.isfile(state_path) else None
-        if old is not None and {k: old.get(k) for k in state} != state:
-            refusal = (f"{root} holds an unfinished build of other drawings, model or options ({store.BUILD_STATE}); "
-                       f"finish it with the same command, or use another folder")
-        elif old is not None:
-            logger.info("Resuming the unfinished build in %s", root)
-            for folder in (root, os.path.join(root, store.SHARD_DIR)):
-                remove_stale_temporaries(folder)
+        if old is not None:
+            refusal = resume_unfinished(root, old, state, plan, items)
         if not refusal:
             os.makedirs(os.path.join(root, store.SHARD_DIR), exist_ok=True)
             store.write_json(state_path, state)

@@ -74,9 +74,10 @@ def one_line_usage_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     return parser
 
 
-def run_tool(main: Callable[..., Optional[int]], *args: Any,
-             input_errors: Sequence[Type[BaseException]] = ()) -> int:
-    """Call ``main(*args)`` and return its exit code; a failure prints its ``Error:`` line and returns 1.
+def run_tool(main: Callable[..., Optional[int]], *args: Any, input_errors: Sequence[Type[BaseException]] = (),
+             **kwargs: Any) -> int:
+    """Call ``main(*args, **kwargs)`` and return its exit code; a failure prints its ``Error:`` line and
+    returns 1.
 
     Args:
         main: the tool's body; returns an exit code (None is 0) or raises.
@@ -87,7 +88,7 @@ def run_tool(main: Callable[..., Optional[int]], *args: Any,
 
     expected = tuple(INPUT_ERRORS) + (CheckpointError,) + tuple(input_errors)
     try:
-        return int(main(*args) or 0)
+        return int(main(*args, **kwargs) or 0)
     except SystemExit as e:
         if isinstance(e.code, str):
             print_error(e.code)
