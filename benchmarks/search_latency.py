@@ -4,7 +4,7 @@ Two tables:
 
 1. ``--size`` x ``--dim`` synthetic features (default 1,000,000 x 512; clustered like drawings of the
    same patent, L2-normalised): build time and memory of each structure of the search index
-   (:func:`fastreid.retrieval.ann_index.build_ann`, searched through ``FaissIndex``), its serialised
+   (:class:`fastreid.evaluation.search.FaissIndex`, the one factory of faiss structures), its serialised
    size (the brute forces hold the plain float32 matrix), query latency
    p50/p99 for 1 query and for a batch of 100, recall@10 against exact search; the baselines are a
    plain numpy matrix product + ``argpartition`` and a plain torch matrix product + ``topk``.
@@ -33,7 +33,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastreid.evaluation.search import FaissIndex, faiss, recall_against_exact  # noqa: E402
 from fastreid.retrieval import BuildOptions, Index, TorchExtractor, collect_images  # noqa: E402
-from fastreid.retrieval.ann_index import AnnOptions, build_ann  # noqa: E402
 
 GB = 2 ** 30
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,17 +111,17 @@ def feature_table(args: argparse.Namespace) -> List[List[Any]]:
         fn = make(db, 10)
         recall = recall_against_exact(torch.from_numpy(fn(queries[:100])), torch.from_numpy(exact))
         rows.append([name, 0.0, data_gb, *_lat_cells(fn, queries, reps), recall])
-    for kind in ("Flat", "IVF", "IVF-PQ"):
+    for kind, name in (("flat", "Flat"), ("ivf", "IVF"), ("ivf-pq", "IVF-PQ")):
         start = time.perf_counter()
-        ann = FaissIndex.wrap(build_ann(db, AnnOptions(kind, nlist=args.nlist)))
+        ann = FaissIndex(torch.from_numpy(db), "cosine", kind, nlist=args.nlist, use_gpu=False)
         build_s = time.perf_counter() - start
         size = faiss.serialize_index(ann.index).nbytes / GB
-        for nprobe in ([0] if kind == "Flat" else args.nprobe):
+        for nprobe in ([0] if kind == "flat" else args.nprobe):
             if nprobe:
                 ann.nprobe = nprobe
             fn = lambda q, ann=ann: ann.search(torch.from_numpy(q), 10)[1].numpy()  # noqa: E731
             recall = recall_against_exact(torch.from_numpy(fn(queries[:100])), torch.from_numpy(exact))
-            label = "faiss Flat (index)" if kind == "Flat" else f"faiss {kind} nlist {args.nlist}, nprobe {nprobe}"
+            label = "faiss Flat (index)" if kind == "flat" else f"faiss {name} nlist {args.nlist}, nprobe {nprobe}"
             rows.append([label, build_s, size, *_lat_cells(fn, queries, reps), recall])
         del ann
     print(f"(features: {args.size:,} x {args.dim}, {data_gb:.2f} GiB float32; process RSS at the end "

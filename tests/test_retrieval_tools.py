@@ -67,6 +67,39 @@ def test_build_then_search_gives_the_evaluators_top10_and_map(setup, built, tmp_
                                                                                   db_labels)["mAP@10"]
 
 
+@pytest.mark.parametrize("weights, expands", [("m1", True), ("m2", False)])
+def test_demo_flow_index_records_the_auto_choice_and_search_equals_result_npy(setup, tmp_path, weights, expands):
+    """The demo's flow with the demo config's TEST.AQE.AUTO (mode all): the labeled validation split chooses
+    the expansion (with m1 one wins, with m2 none does), the test split's result.npy applies it; an index built
+    with the same config records that choice and tools/search.py answers result.npy on every entry."""
+    out = tmp_path / "final"
+    auto = ["DATASETS.ROOT", setup["data"], "OUTPUT_DIR", str(out), "TEST.AQE.AUTO", "True"]
+    cfg = rh.model_cfg(setup[weights])
+    cfg.merge_from_list(auto)
+    model = build_eval_model(cfg)
+    for name, labeled in (("DeepPatent", True), ("DeepPatentTest", False)):
+        loader, num_query = build_reid_test_loader(cfg, name)
+        inference_on_dataset(model, loader, ReidEvaluator(cfg, num_query, str(out), labeled=labeled))
+    choice = json.load(open(out / "qe_choice.json", encoding="utf-8"))
+    assert (choice["qe_k"] > 0) == expands, choice
+    expected = np.load(out / "result.npy")
+
+    index_dir, results = str(tmp_path / "index"), str(tmp_path / "results.jsonl")
+    rh.run_tool("build_index.py", *MODEL, "MODEL.WEIGHTS", setup[weights], *auto, "--images", setup["database"],
+                "--output", index_dir)
+    recorded = json.load(open(os.path.join(index_dir, "manifest.json"), encoding="utf-8"))["retrieval"]
+    assert (recorded["qe_k"], recorded["qe_alpha"], recorded["qe_mode"]) == (choice["qe_k"], choice["alpha"], "all")
+    rh.run_tool("search.py", "--index", index_dir, "--images", setup["queries"], "--topk", "10", "--output", results)
+    got = np.array([[r["item"] for r in json.loads(line)["results"]] for line in open(results, encoding="utf-8")])
+    assert got.shape == expected.shape
+    assert (got == expected).mean() == 1.0
+    if expands:  # the expansion changes the answers, so the equality above covers it
+        rh.run_tool("search.py", "--index", index_dir, "--images", setup["queries"], "--no-qe", "--output", results)
+        plain = np.array([[r["item"] for r in json.loads(line)["results"]]
+                          for line in open(results, encoding="utf-8")])
+        assert (plain != expected).any()
+
+
 def test_search_with_another_checkpoint_is_refused(setup, built):
     proc = rh.run_tool("search.py", "--index", built, "--images", setup["queries"], *MODEL,
                        "MODEL.WEIGHTS", setup["m2"], check=False)

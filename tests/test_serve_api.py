@@ -16,7 +16,7 @@ import sys
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import httpx
 import pytest
@@ -52,7 +52,10 @@ def setup(tmp_path_factory):
     database = os.path.join(data, "train_data", "patent_data")  # DeepPatent names: real patent ids
     cfg = rh.model_cfg(rh.make_checkpoint(str(tmp / "model.pth"), seed=0))
     index_dir = str(tmp / "index")
-    Index.build(index_dir, collect_images(database), TorchExtractor(cfg), BuildOptions.from_config(cfg))
+    options = BuildOptions.from_config(cfg)
+    # The index records an expansion of each query against the database, which the page applies by default.
+    options.retrieval = options.retrieval.replace(qe_k=5, qe_alpha=3.0, qe_mode="query")
+    Index.build(index_dir, collect_images(database), TorchExtractor(cfg), options)
     snapshot = _snapshot(index_dir)
     index = Index.open(index_dir)
     app = create_app(index, max_upload_bytes=MAX_UPLOAD, max_pixels=MAX_PIXELS, thumb_size=THUMB)
@@ -62,10 +65,10 @@ def setup(tmp_path_factory):
                "snapshot": snapshot, "tmp": tmp, "url": url}
 
 
-def _search(client: httpx.Client, path: str, k: int = 10, qe: bool = False) -> httpx.Response:
+def _search(client: httpx.Client, path: str, k: int = 10, qe: Optional[bool] = None) -> httpx.Response:
+    data = {"k": str(k)} if qe is None else {"k": str(k), "qe": "true" if qe else "false"}
     with open(path, "rb") as f:
-        return client.post("/api/search", files={"file": (os.path.basename(path), f.read(), "image/png")},
-                           data={"k": str(k), "qe": "true" if qe else "false"})
+        return client.post("/api/search", files={"file": (os.path.basename(path), f.read(), "image/png")}, data=data)
 
 
 def _ranking(results: List[dict]) -> List[Tuple[int, int, str, str]]:
@@ -83,7 +86,7 @@ def test_search_equals_search_tool(setup):
         r = _search(setup["client"], path)
         assert r.status_code == 200, r.text
         body = r.json()
-        assert body["qe"] is False and body["query_ms"] > 0 and len(body["results"]) == 10
+        assert body["qe"] is True and body["query_ms"] > 0 and len(body["results"]) == 10  # the recorded expansion
         assert _ranking(body["results"]) == _ranking(tool)
         assert [r["score"] for r in body["results"]] == pytest.approx([t["score"] for t in tool], abs=1e-5)
         assert all(r["thumb_url"] == f"/thumb/{r['item']}" for r in body["results"])
@@ -96,7 +99,7 @@ def test_search_with_query_expansion_equals_the_index_api(setup):
     assert body["qe"] is True
     assert _ranking(body["results"]) == [(h.rank, h.item, h.path, h.patent) for h in hits]
     assert [r["score"] for r in body["results"]] == pytest.approx([h.score for h in hits], abs=1e-5)
-    plain = _search(setup["client"], path, k=7).json()["results"]
+    plain = _search(setup["client"], path, k=7, qe=False).json()["results"]
     assert [r["score"] for r in body["results"]] != pytest.approx([r["score"] for r in plain], abs=1e-4)
 
 

@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastreid.data import ImageReadError, load_dataset  # noqa: E402
 from fastreid.engine import default_argument_parser, launch, setup_cfg  # noqa: E402
-from fastreid.retrieval import (INDEX_TYPES, AnnOptions, BuildOptions, Index, build_extractor,  # noqa: E402
+from fastreid.evaluation.qe_tuning import QEChoice, recorded_choice  # noqa: E402
+from fastreid.retrieval import (INDEX_TYPES, BuildOptions, Index, build_extractor,  # noqa: E402
                                 collect_images, dataset_items)
 from fastreid.retrieval.file_check import readable_items  # noqa: E402
 from fastreid.retrieval.items import Items  # noqa: E402
@@ -44,13 +45,16 @@ def parser() -> argparse.ArgumentParser:
                    help="skip (and name) listed drawings that are missing or unreadable instead of stopping")
     p.add_argument("--restart", action="store_true",
                    help="discard the unfinished build in --output (its finished shards) and start again")
-    p.add_argument("--index-type", default="Flat", choices=INDEX_TYPES, help="faiss structure (default: Flat, exact)")
+    p.add_argument("--index-type", type=str.lower, default=None, choices=INDEX_TYPES,
+                   help="faiss structure (default TEST.SEARCH.INDEX: flat, exact)")
     p.add_argument("--nlist", type=int, default=None, help="IVF lists (default TEST.SEARCH.NLIST)")
     p.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (default TEST.SEARCH.NPROBE)")
-    p.add_argument("--pq-m", type=int, default=0, help="IVF-PQ sub-quantisers (default dim/8)")
+    p.add_argument("--pq-m", type=int, default=None, help="IVF-PQ sub-quantisers (default TEST.SEARCH.PQ_M: dim/8)")
     p.add_argument("--train-size", type=int, default=0, help="IVF training sample (default max(100000, 39*nlist))")
     p.add_argument("--dtype", choices=("float32", "float16"), default=None, help="stored features (TEST.FEAT_DTYPE)")
     p.add_argument("--dba", action="store_true", help="database-side augmentation (or TEST.DBA.ENABLED)")
+    p.add_argument("--qe", nargs=2, type=float, default=None, metavar=("K", "ALPHA"),
+                   help="record this query expansion (K 0: none) instead of TEST.AQE's or TEST.AQE.AUTO's choice")
     p.add_argument("--shard-size", type=int, default=10000, help="drawings per feature shard")
     return p
 
@@ -87,14 +91,15 @@ def main(args: argparse.Namespace) -> None:
     cfg = None if args.onnx else setup_cfg(args)
     extractor = build_extractor(cfg, args.onnx)
     cfg = extractor.cfg
-    overrides = {"shard_size": args.shard_size}
+    overrides = {"shard_size": args.shard_size, "train_size": args.train_size}
     if args.dtype:
         overrides["dtype"] = args.dtype
-    if args.dba:
-        overrides["dba"] = True
-    options = BuildOptions.from_config(cfg, **overrides)
-    options.ann = AnnOptions(args.index_type, args.nlist or options.ann.nlist, args.nprobe or options.ann.nprobe,
-                             args.pq_m, args.train_size)
+    options = BuildOptions.from_config(cfg, QEChoice.none() if args.qe else recorded_choice(cfg), **overrides)
+    changes = {"index": args.index_type, "nlist": args.nlist, "nprobe": args.nprobe, "pq_m": args.pq_m,
+               "dba": args.dba or None}
+    if args.qe:
+        changes.update(qe_k=int(args.qe[0]), qe_alpha=args.qe[1])
+    options.retrieval = options.retrieval.replace(**{k: v for k, v in changes.items() if v is not None})
     index = Index.build(args.output, items_of(args, cfg), extractor, options, args.skip_duplicates)
     if index is not None:
         logger.info("Index ready: %s (%d drawings)", args.output, len(index))

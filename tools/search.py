@@ -3,9 +3,10 @@
 
     python tools/search.py --index logs/index \\
         --images datasets/synthetic_patents/test_data/codalab_test_set/lists/test_queries.txt \\
-        --topk 10 --output logs/index_results.jsonl [--qe] [--nprobe 64] [--vis logs/index_vis]
+        --topk 10 --output logs/index_results.jsonl [--no-qe] [--nprobe 64] [--vis logs/index_vis]
 
-The queries are embedded with the index's own model. ``--config-file``/``MODEL.WEIGHTS`` or ``--onnx``
+The queries are embedded with the index's own model and ranked by the evaluator's pipeline with the
+options the index recorded (its query expansion included), so the answers are the evaluator's. ``--config-file``/``MODEL.WEIGHTS`` or ``--onnx``
 select another extractor of the same model (e.g. its ONNX export); a different model or preprocessing
 is refused. See docs/search.md.
 """
@@ -15,7 +16,6 @@ import json
 import logging
 import os
 import sys
-import time
 from typing import List
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--index", metavar="INDEX_DIR", help="folder written by tools/build_index.py")
     p.add_argument("--images", metavar="SPEC", help="a query image, a folder or a list file")
     p.add_argument("--topk", type=int, default=10, help="results per query")
-    p.add_argument("--qe", action="store_true", help="alpha query expansion against the index")
+    p.add_argument("--no-qe", action="store_true", help="search without the query expansion the index recorded")
     p.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (default: the index's)")
     p.add_argument("--onnx", default="", metavar="FILE", help="embed the queries with this ONNX export")
     p.add_argument("--batch-size", type=int, default=1, help="queries embedded and searched together")
@@ -75,16 +75,8 @@ def main(args: argparse.Namespace) -> int:
     extractor = build_extractor(setup_cfg(args) if not args.onnx else None, args.onnx) if other_model else None
     index = Index.open(args.index, extractor)
     queries = readable_items(collect_images(args.images), hint="Fix or remove these lines.").paths
-    hits: List[List[SearchHit]] = []
-    latency = []
-    for s in range(0, len(queries), args.batch_size):
-        batch = queries[s:s + args.batch_size]
-        start = time.perf_counter()
-        hits += index.search(batch, args.topk, qe=args.qe, nprobe=args.nprobe)
-        ms = 1000 * (time.perf_counter() - start) / len(batch)
-        latency += [ms] * len(batch)
-        logger.info("query %d%s: %.1f ms per query (embedding + search)", s, f"-{s + len(batch) - 1}"
-                    if len(batch) > 1 else "", ms)
+    hits, latency = index.search_in_batches(queries, args.topk, args.batch_size, qe=False if args.no_qe else None,
+                                            nprobe=args.nprobe)
     logger.info("%d queries against %d drawings: latency p50 %.1f ms, p99 %.1f ms per query", len(queries), len(index),
                 np.percentile(latency, 50), np.percentile(latency, 99))
     rows = [[os.path.basename(q) if h.rank == 1 else "", h.rank, h.patent, f"{h.score:.4f}", h.path]

@@ -315,9 +315,9 @@ _C.TEST.FLIP = CN()
 _C.TEST.FLIP.ENABLED = False
 
 _C.TEST.SEARCH = CN()
-# Nearest-neighbour backend: "auto" (torch; faiss for an IVF index), "faiss" (GPU when faiss has it) or "torch" (chunked, CUDA when available).
+# Nearest-neighbour backend: "auto" (torch; faiss for an approximate index), "faiss" (GPU when faiss has it) or "torch" (chunked, CUDA when available).
 _C.TEST.SEARCH.BACKEND = "auto"
-# faiss index: "flat" (exact) or "ivf" (approximate, for millions of vectors).
+# faiss structure: "flat" (exact), "ivf" or "ivf-pq" (approximate, for millions of vectors).
 _C.TEST.SEARCH.INDEX = "flat"
 # IVF: number of inverted lists.
 _C.TEST.SEARCH.NLIST = 1024
@@ -336,6 +336,8 @@ _C.TEST.AQE.ALPHA = 3.0
 # "all": expand queries and database together (reference); "query": expand queries only.
 _C.TEST.AQE.MODE = "all"
 # Choose QE_K/ALPHA on labeled test sets (or none when no pair beats no expansion) and apply the
+# IVF-PQ: 8-bit sub-quantisers per vector (0: dimension / 8); must divide the dimension.
+_C.TEST.SEARCH.PQ_M = 0
 # recorded choice to unlabeled sets evaluated later; overrides ENABLED/QE_K/ALPHA.
 _C.TEST.AQE.AUTO = False
 # TEST.AQE.AUTO: candidate neighbour counts (the item itself included).

@@ -196,6 +196,7 @@ def _check_names(cfg: CfgNode, report: PreflightReport, train: bool, evaluate: b
     import fastreid.modeling  # noqa: F401  (registers backbones, heads, meta-architectures)
     from fastreid.evaluation import search
     from fastreid.evaluation.qe_tuning import TUNED_METRICS
+    from fastreid.evaluation.pipeline import QE_MODES
     from fastreid.evaluation.reid_evaluation import _FEAT_DTYPES
     from fastreid.modeling.backbones.resnet import RESNET_SPECS
     from fastreid.modeling.layers.classifiers import CLASSIFIER_LAYERS
@@ -220,10 +221,10 @@ def _check_names(cfg: CfgNode, report: PreflightReport, train: bool, evaluate: b
     if evaluate:
         _check_choice(report, "TEST.METRIC", t.METRIC, search.METRICS)
         _check_choice(report, "TEST.SEARCH.BACKEND", t.SEARCH.BACKEND, search.BACKENDS)
-        _check_choice(report, "TEST.SEARCH.INDEX", t.SEARCH.INDEX, ("flat", "ivf"))
+        _check_choice(report, "TEST.SEARCH.INDEX", t.SEARCH.INDEX, search.INDEX_TYPES)
         _check_amp_dtype(report, t.AMP_DTYPE)
         _check_choice(report, "TEST.FEAT_DTYPE", t.FEAT_DTYPE, tuple(_FEAT_DTYPES))
-        _check_choice(report, "TEST.AQE.MODE", t.AQE.MODE, ("all", "query"))
+        _check_choice(report, "TEST.AQE.MODE", t.AQE.MODE, QE_MODES)
         if t.AQE.AUTO:
             _check_choice(report, "TEST.AQE.AUTO_CRITERION", t.AQE.AUTO_CRITERION, TUNED_METRICS)
     if train and _uses_baseline_losses(m.META_ARCHITECTURE):

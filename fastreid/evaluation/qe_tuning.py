@@ -8,8 +8,9 @@ chosen metric; the choice is then applied to sets without labels (the challenge 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +38,11 @@ class QEChoice:
     @property
     def enabled(self) -> bool:
         return self.qe_k > 0
+
+    @classmethod
+    def none(cls) -> "QEChoice":
+        """No expansion, with no scores (before a choice is made)."""
+        return cls(qe_k=0, alpha=0.0, score=0.0, baseline=0.0, criterion="")
 
 
 def _metrics(query: torch.Tensor, gallery: torch.Tensor, q_pids: np.ndarray, g_pids: np.ndarray,
@@ -84,6 +90,18 @@ def tune_query_expansion(query: torch.Tensor, gallery: torch.Tensor, q_pids: Seq
                 best = row
     return QEChoice(qe_k=int(best["qe_k"]), alpha=float(best["alpha"]), score=best[criterion],
                     baseline=base[criterion], criterion=criterion, candidates=rows)
+
+
+def choice_path(cfg: Any, output_dir: Optional[str] = None) -> str:
+    """Where ``TEST.AQE.AUTO`` records its choice: ``TEST.AQE.AUTO_FILE``, else ``<output_dir>/qe_choice.json``
+    (``output_dir`` defaults to ``OUTPUT_DIR``)."""
+    return cfg.TEST.AQE.AUTO_FILE or os.path.join(cfg.OUTPUT_DIR if output_dir is None else output_dir,
+                                                  "qe_choice.json")
+
+
+def recorded_choice(cfg: Any) -> Optional[QEChoice]:
+    """The recorded choice when ``TEST.AQE.AUTO`` is on (an error naming the file when missing), else None."""
+    return load_choice(choice_path(cfg)) if cfg.TEST.AQE.AUTO else None
 
 
 def save_choice(choice: QEChoice, path: str, source: str) -> None:

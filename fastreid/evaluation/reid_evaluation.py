@@ -1,9 +1,9 @@
 """``ReidEvaluator``: collects features and ids, then calls the pure functions of this package.
 
-Pipeline after extraction: optional DBA -> optional alpha-QE (fixed, or chosen by ``TEST.AQE.AUTO``)
--> normalisation (cosine) -> exact metrics in query chunks (labeled sets) or top-k search and
-``result.npy`` (unlabeled sets) -> optional k-reciprocal re-ranking of the top candidates -> optional
-visualisation.
+After extraction it runs the one retrieval pipeline (``pipeline.post_process``: DBA -> alpha-QE, fixed
+or chosen by ``TEST.AQE.AUTO`` -> normalisation), then exact metrics in query chunks (labeled sets) or
+``pipeline.rank`` and ``result.npy`` (unlabeled sets), with optional k-reciprocal re-ranking of the
+top candidates, and optional visualisation.
 """
 from __future__ import annotations
 
@@ -18,17 +18,14 @@ import torch
 from ..utils import comm
 from .evaluator import DatasetEvaluator
 from .metrics import per_query_metrics, rank_positives_chunked, summarize
-from .qe_tuning import TUNED_METRICS, QEChoice, load_choice, save_choice, tune_query_expansion
-from .query_expansion import aqe, aqe_queries_only, dba
-from .rerank import k_reciprocal_rerank
-from .search import check_metric, knn, normalize, recall_against_exact, torch_knn
+from .pipeline import RetrievalOptions, post_process, prepare_gallery, rank, rerank, search_depth
+from .qe_tuning import TUNED_METRICS, QEChoice, choice_path, load_choice, save_choice, tune_query_expansion
+from .search import recall_against_exact, torch_knn
 from .submission import write_result
 from .visualize import worst_queries, write_retrieval_visualisation
 
 logger = logging.getLogger(__name__)
 
-# Candidates per query that k-reciprocal re-ranking re-orders (ranks beyond keep their place).
-RERANK_CANDIDATES = 100
 # Queries used to measure an IVF index's recall against exact search.
 _RECALL_SAMPLE = 1000
 _FEAT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -75,11 +72,8 @@ class ReidEvaluator(DatasetEvaluator):
         self.num_query = num_query
         self.output_dir = output_dir if output_dir is not None else cfg.OUTPUT_DIR
         self.labeled = labeled
-        check_metric(cfg.TEST.METRIC)
         if cfg.TEST.FEAT_DTYPE not in _FEAT_DTYPES:
             raise ValueError(f"TEST.FEAT_DTYPE must be 'float32' or 'float16', got {cfg.TEST.FEAT_DTYPE!r}")
-        if cfg.TEST.AQE.MODE not in ("all", "query"):
-            raise ValueError(f"TEST.AQE.MODE must be 'all' or 'query', got {cfg.TEST.AQE.MODE!r}")
         self._store_dtype = _FEAT_DTYPES[cfg.TEST.FEAT_DTYPE]
         # TEST.AQE.AUTO: labeled sets choose the expansion, unlabeled ones apply the recorded choice,
         # which is read here so that a missing choice fails before feature extraction.
@@ -89,12 +83,14 @@ class ReidEvaluator(DatasetEvaluator):
                              f"got {cfg.TEST.AQE.AUTO_CRITERION!r}")
         if cfg.TEST.AQE.AUTO and not labeled:
             self._qe_choice = load_choice(self.qe_choice_path)
+        # Every option is checked now, before extraction; on a labeled set AUTO's expansion is set once chosen.
+        self.options = RetrievalOptions.from_config(cfg, self._qe_choice or QEChoice.none())
         self.reset()
 
     @property
     def qe_choice_path(self) -> str:
         """Where ``TEST.AQE.AUTO`` records (labeled sets) and reads (unlabeled sets) its choice."""
-        return self.cfg.TEST.AQE.AUTO_FILE or os.path.join(self.output_dir, "qe_choice.json")
+        return choice_path(self.cfg, self.output_dir)
 
     def reset(self) -> None:
         """Drop the features and ids collected so far."""
@@ -139,12 +135,11 @@ class ReidEvaluator(DatasetEvaluator):
         nq = self.num_query
         if not 0 < nq < feats.shape[0]:
             raise ValueError(f"ReidEvaluator: num_query={nq} but {feats.shape[0]} features were gathered")
-        query, gallery = feats[:nq].float(), feats[nq:].float()
-        if self.cfg.TEST.DBA.ENABLED:
-            gallery = dba(gallery, self.cfg.TEST.DBA.K, self.cfg.TEST.DBA.ALPHA, self.cfg.TEST.SEARCH.BACKEND)
+        query, gallery = feats[:nq].float(), prepare_gallery(feats[nq:], self.options)
         if self.cfg.TEST.AQE.AUTO and self.labeled:
             self._qe_choice = self._tune_qe(query, gallery, pids, camids)
-        query, gallery = self._post_process(query, gallery)
+            self.options = RetrievalOptions.from_config(self.cfg, self._qe_choice)
+        query, gallery = post_process(query, gallery, self.options, gallery_prepared=True)
         if not self.labeled:
             return self._write_submission(query, gallery, paths)
         results = self._metrics(query, gallery, pids, camids, paths)
@@ -174,50 +169,23 @@ class ReidEvaluator(DatasetEvaluator):
                         choice.criterion, choice.baseline, self.qe_choice_path)
         return choice
 
-    def _post_process(self, query: torch.Tensor, gallery: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Query expansion (configured, or chosen by ``TEST.AQE.AUTO``), then L2 normalisation for cosine."""
-        t = self.cfg.TEST
-        backend = t.SEARCH.BACKEND
-        enabled, qe_k, alpha = t.AQE.ENABLED, t.AQE.QE_K, t.AQE.ALPHA
-        if t.AQE.AUTO:
-            enabled, qe_k, alpha = self._qe_choice.enabled, self._qe_choice.qe_k, self._qe_choice.alpha
-        if enabled:
-            if t.AQE.MODE == "all":
-                query, gallery = aqe(query, gallery, t.AQE.QE_TIME, qe_k, alpha, backend)
-            else:
-                query = aqe_queries_only(query, gallery, t.AQE.QE_TIME, qe_k, alpha, backend)
-        if t.METRIC == "cosine":
-            query, gallery = normalize(query), normalize(gallery)
-        return query, gallery
-
-    def _rerank(self, query: torch.Tensor, gallery: torch.Tensor,
-                candidates: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Re-ordered candidates and their scores (minus the re-ranked distance)."""
-        r = self.cfg.TEST.RERANK
-        dist, order = k_reciprocal_rerank(query, gallery, candidates, r.K1, r.K2, r.LAMBDA, self.cfg.TEST.METRIC)
-        return order, -dist
-
     def _write_submission(self, query: torch.Tensor, gallery: torch.Tensor, paths: List[str]) -> Dict[str, float]:
-        t = self.cfg.TEST
-        k = min(t.TOPK, gallery.shape[0])
-        depth = max(k, RERANK_CANDIDATES) if t.RERANK.ENABLED else k
-        scores, idx = knn(query, gallery, depth, t.METRIC, t.SEARCH.BACKEND, t.SEARCH.INDEX,
-                          t.SEARCH.NLIST, t.SEARCH.NPROBE)
-        if t.SEARCH.INDEX == "ivf":
+        t, o = self.cfg.TEST, self.options
+        scores, idx = rank(query, gallery, t.TOPK, o)
+        if o.index != "flat":
             sample = torch.randperm(query.shape[0], generator=torch.Generator().manual_seed(0))[:_RECALL_SAMPLE]
-            exact = torch_knn(query[sample], gallery, depth, t.METRIC)[1]
-            logger.info("IVF index recall@%d against exact search on %d queries: %.4f",
-                        depth, len(sample), recall_against_exact(idx[sample], exact))
-        idx, scores = idx.numpy(), scores.numpy()
-        if t.RERANK.ENABLED:
-            idx, scores = self._rerank(query, gallery, idx)
+            depth = search_depth(idx.shape[1], o)
+            approx = rank(query[sample], gallery, depth, o.replace(rerank=False))[1]
+            exact = torch_knn(query[sample], gallery, depth, o.metric)[1]
+            logger.info("%s index recall@%d against exact search on %d queries: %.4f", o.index, depth, len(sample),
+                        recall_against_exact(torch.from_numpy(approx), exact))
         path = t.RESULT_PATH or os.path.join(self.output_dir, "result.npy")
-        write_result(path, idx[:, :k])
+        write_result(path, idx)
         logger.info("Unlabeled test set: result.npy written to %s (no metrics)", path)
         if t.VIS.ENABLED:
             nq = query.shape[0]
             write_retrieval_visualisation(os.path.join(self.output_dir, "vis"), paths[:nq], paths[nq:],
-                                          idx[:, :k], scores[:, :k], range(min(t.VIS.NUM_QUERIES, nq)))
+                                          idx, scores, range(min(t.VIS.NUM_QUERIES, nq)))
         return {}
 
     def _metrics(self, query: torch.Tensor, gallery: torch.Tensor, pids: np.ndarray, camids: np.ndarray,
@@ -228,11 +196,11 @@ class ReidEvaluator(DatasetEvaluator):
         filt = len(np.unique(camids)) > 1
         q_cam, g_cam = (camids[:nq], camids[nq:]) if filt else (None, None)
         k = min(t.TOPK, gallery.shape[0])
-        depth = max(k, RERANK_CANDIDATES) if t.RERANK.ENABLED else k
-        res = rank_positives_chunked(query, gallery, q_pids, g_pids, q_cam, g_cam, t.METRIC, topk=depth)
+        res = rank_positives_chunked(query, gallery, q_pids, g_pids, q_cam, g_cam, t.METRIC,
+                                     topk=search_depth(k, self.options))
         ranks, top_idx, top_scores = res["ranks"], res["topk_idx"], res["topk_scores"]
-        if t.RERANK.ENABLED:
-            top_idx, top_scores = self._rerank(query, gallery, top_idx)
+        if self.options.rerank:
+            top_idx, top_scores = rerank(query, gallery, top_idx, self.options)
             relevant = g_pids[top_idx] == q_pids[:, None]
             excluded = relevant & (g_cam[top_idx] == q_cam[:, None]) if filt else None
             ranks = reranked_positive_ranks(ranks, top_idx, relevant, excluded)

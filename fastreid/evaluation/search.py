@@ -123,45 +123,98 @@ def _faiss_gpu_ready() -> bool:
         and torch.cuda.is_available()
 
 
+def _ivf(index: "faiss.Index") -> "faiss.Index":
+    """The inverted-file part of a faiss index (the index itself for plain IVF, CPU or GPU)."""
+    return index if hasattr(index, "nprobe") else faiss.extract_index_ivf(index)
+
+
 def _faiss_metric(metric: str) -> int:
     return faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
 
 
-class FaissIndex:
-    """A faiss index over the database rows: exact (``"flat"``) or inverted-file (``"ivf"``).
+# The faiss structures, one spelling everywhere (TEST.SEARCH.INDEX, build_index --index-type, manifests):
+# "flat" (exact), "ivf" (inverted lists of full vectors), "ivf-pq" (inverted lists of 8-bit product codes).
+INDEX_TYPES = ("flat", "ivf", "ivf-pq")
+# faiss wants about 39 training points per inverted list; fewer lists are used on small sets.
+POINTS_PER_LIST = 39
 
-    On GPU (faiss built with GPU support and CUDA present) torch tensors are passed straight to faiss
-    through ``faiss.contrib.torch_utils``; the GPU resources live as long as the index. IVF lists are
-    capped so that each holds ~40 training points. ``nprobe`` can be changed between searches.
+
+def check_index_type(index_type: str) -> str:
+    """Return ``index_type`` or raise naming the config key and option that select it."""
+    if index_type not in INDEX_TYPES:
+        raise ValueError(f"TEST.SEARCH.INDEX / --index-type must be one of {INDEX_TYPES}, got {index_type!r}")
+    return index_type
+
+
+def factory_string(index_type: str, count: int, dim: int, nlist: int = 1024, pq_m: int = 0) -> str:
+    """The ``faiss.index_factory`` description of a structure over ``count`` features of ``dim``.
+
+    Inverted lists are capped at ``count // 39`` so each gets enough training points; IVF-PQ uses
+    ``pq_m`` sub-quantisers of 8 bits (0: ``dim // 8``), which must divide ``dim``.
+    """
+    check_index_type(index_type)
+    if index_type == "flat":
+        return "Flat"
+    nlist = max(1, min(nlist, count // POINTS_PER_LIST))
+    if index_type == "ivf":
+        return f"IVF{nlist},Flat"
+    m = pq_m or max(1, dim // 8)
+    if dim % m:
+        raise ValueError(f"--pq-m {m} must divide the feature dimension {dim}")
+    return f"IVF{nlist},PQ{m}"
+
+
+class FaissIndex:
+    """The one factory of faiss structures (:data:`INDEX_TYPES`), used by the evaluator and the search index.
+
+    IVF types are trained on a seeded sample of ``train_size`` rows (0: ``max(100000, 39 x nlist)``,
+    all rows when fewer). On GPU (faiss built with GPU support and CUDA present) torch tensors are
+    passed straight to faiss through ``faiss.contrib.torch_utils``; the GPU resources live as long
+    as the index. ``nprobe`` can be changed between searches; ``wrap`` searches a structure read back
+    from disk. ``index`` is the faiss object (``faiss.write_index`` stores a CPU one).
     """
 
     def __init__(self, database: torch.Tensor, metric: str = "cosine", index_type: str = "flat",
-                 nlist: int = 1024, nprobe: int = 32, use_gpu: Optional[bool] = None) -> None:
+                 nlist: int = 1024, nprobe: int = 32, use_gpu: Optional[bool] = None, pq_m: int = 0,
+                 train_size: int = 0, seed: int = 0) -> None:
         if faiss is None:
-            raise RuntimeError("TEST.SEARCH.BACKEND is 'faiss' but faiss is not installed; use 'torch'")
-        if index_type not in ("flat", "ivf"):
-            raise ValueError(f"TEST.SEARCH.INDEX must be 'flat' or 'ivf', got {index_type!r}")
+            raise RuntimeError("faiss is not installed (pip install faiss-cpu); TEST.SEARCH.BACKEND 'torch' "
+                               "searches exactly without it")
         self.metric = check_metric(metric)
         self.size, dim = database.shape
         self.gpu = _faiss_gpu_ready() if use_gpu is None else use_gpu
-        fmetric = _faiss_metric(metric)
-        if index_type == "flat":
-            index = faiss.IndexFlat(dim, fmetric)
-        else:
-            nlist = max(1, min(nlist, self.size // 39))
-            index = faiss.IndexIVFFlat(faiss.IndexFlat(dim, fmetric), dim, nlist, fmetric)
+        desc = factory_string(index_type, self.size, dim, nlist, pq_m)
+        index = faiss.index_factory(dim, desc, _faiss_metric(metric))
+        if hasattr(index, "do_polysemous_training"):
+            # The factory turns it on, but it only serves Hamming filtering (unused here) and costs ~15x the training.
+            index.do_polysemous_training = False
         if self.gpu:
             importlib.import_module("faiss.contrib.torch_utils")  # lets faiss take torch tensors
             self._resources = faiss.StandardGpuResources()
             index = faiss.index_cpu_to_gpu(self._resources, torch.cuda.current_device(), index)
-        db = self._prepare(database)
-        if index_type == "ivf":
-            index.train(db)
-        index.add(db)
+        if not index.is_trained:
+            size = train_size or max(100_000, POINTS_PER_LIST * _ivf(index).nlist)
+            sample = database
+            if size < self.size:
+                rows = np.sort(np.random.default_rng(seed).choice(self.size, size, replace=False))
+                sample = database[torch.from_numpy(rows)]
+            logger.info("Training faiss %s on %d of %d features", desc, len(sample), self.size)
+            index.train(self._prepare(sample))
+        for start in range(0, self.size, 100_000):
+            index.add(self._prepare(database[start:start + 100_000]))
         self.index = index
-        self.is_ivf = index_type == "ivf"
+        self.is_ivf = index_type != "flat"
         if self.is_ivf:
             self.nprobe = nprobe
+
+    def description(self) -> str:
+        """A short description of the structure (its class and sizes), for logs and manifests."""
+        parts = [type(self.index).__name__]
+        if hasattr(self.index, "nlist"):
+            parts.append(f"nlist={self.index.nlist}")
+        if hasattr(self.index, "pq"):
+            parts.append(f"pq_m={self.index.pq.M}")
+        return " ".join(parts)
 
     @classmethod
     def wrap(cls, index: "faiss.Index", metric: str = "cosine") -> "FaissIndex":
@@ -170,16 +223,16 @@ class FaissIndex:
         self = cls.__new__(cls)
         self.metric = check_metric(metric)
         self.size, self.gpu, self.index = int(index.ntotal), False, index
-        self.is_ivf = hasattr(index, "nprobe")
+        self.is_ivf = not isinstance(index, faiss.IndexFlat)
         return self
 
     @property
     def nprobe(self) -> int:
-        return int(self.index.nprobe)
+        return int(_ivf(self.index).nprobe)
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
-        self.index.nprobe = value
+        _ivf(self.index).nprobe = value
 
     def _prepare(self, x: torch.Tensor):
         if self.gpu:
@@ -195,16 +248,16 @@ class FaissIndex:
 
 def faiss_knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str = "cosine",
               index_type: str = "flat", nlist: int = 1024, nprobe: int = 32,
-              use_gpu: Optional[bool] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+              use_gpu: Optional[bool] = None, pq_m: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     """k-NN with a one-off :class:`FaissIndex` (scores: euclidean is minus the squared distance)."""
-    return FaissIndex(database, metric, index_type, nlist, nprobe, use_gpu).search(query, k)
+    return FaissIndex(database, metric, index_type, nlist, nprobe, use_gpu, pq_m).search(query, k)
 
 
 BACKENDS = ("auto", "faiss", "torch")
 
 
 def resolve_backend(backend: str, index_type: str = "flat") -> str:
-    """``TEST.SEARCH.BACKEND`` "auto": faiss for an IVF index (only faiss has one) when installed, else
+    """``TEST.SEARCH.BACKEND`` "auto": faiss for an approximate index (only faiss has one) when installed, else
     the chunked torch search, on CUDA and on CPU alike: on the 2-core development machine it was as
     fast as faiss-cpu or faster (``benchmarks/eval_scale.py``, docs/evaluation.md). faiss on the GPU
     is used when ``faiss`` is asked for and faiss has GPU support."""
@@ -212,13 +265,15 @@ def resolve_backend(backend: str, index_type: str = "flat") -> str:
         raise ValueError(f"TEST.SEARCH.BACKEND must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
         return backend
-    return "faiss" if index_type == "ivf" and faiss is not None else "torch"
+    return "faiss" if index_type != "flat" and faiss is not None else "torch"
 
 
 def knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str = "cosine", backend: str = "auto",
-        index_type: str = "flat", nlist: int = 1024, nprobe: int = 32) -> Tuple[torch.Tensor, torch.Tensor]:
+        index_type: str = "flat", nlist: int = 1024, nprobe: int = 32,
+        pq_m: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     """Dispatch on ``TEST.SEARCH.BACKEND`` (see :func:`resolve_backend`); "faiss" falls back to torch
     (with a warning) when missing."""
+    check_index_type(index_type)
     backend = resolve_backend(backend, index_type)
     if backend == "faiss" and faiss is None:
         logger.warning("faiss is not installed: TEST.SEARCH.BACKEND falls back to 'torch' (exact)")
@@ -227,7 +282,7 @@ def knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str = "cosi
         if index_type != "flat":
             logger.warning("TEST.SEARCH.INDEX=%r needs faiss; the torch backend searches exactly", index_type)
         return torch_knn(query, database, k, metric)
-    return faiss_knn(query, database, k, metric, index_type, nlist, nprobe)
+    return faiss_knn(query, database, k, metric, index_type, nlist, nprobe, pq_m=pq_m)
 
 
 def recall_against_exact(approx_idx: torch.Tensor, exact_idx: torch.Tensor) -> float:

@@ -3,12 +3,13 @@
 ``Index.build`` / ``Index.open`` / ``index.search`` / ``index.add`` are the API behind
 ``tools/build_index.py``, ``tools/search.py`` and the search page (docs/search.md).
 """
-from .ann_index import INDEX_TYPES, AnnOptions
+from fastreid.evaluation.pipeline import RetrievalOptions
+from fastreid.evaluation.search import INDEX_TYPES
 from .extractor import (Extractor, FingerprintMismatch, OnnxExtractor, TorchExtractor, build_extractor,
                         model_fingerprint)
 from .index import BuildOptions, Index, SearchHit, extract
 from .items import DuplicateError, Items, collect_images, dataset_items, patent_id
 
-__all__ = ["INDEX_TYPES", "AnnOptions", "BuildOptions", "DuplicateError", "Extractor", "FingerprintMismatch",
+__all__ = ["INDEX_TYPES", "BuildOptions", "RetrievalOptions", "DuplicateError", "Extractor", "FingerprintMismatch",
            "Index", "Items", "OnnxExtractor", "SearchHit", "TorchExtractor", "build_extractor", "collect_images",
            "dataset_items", "extract", "model_fingerprint", "patent_id"]

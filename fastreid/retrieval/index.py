@@ -1,13 +1,15 @@
 """``Index``: a persistent collection of drawing features that answers nearest-patent queries.
 
 Build: list the drawings, extract their features shard by shard (resumable; under torchrun each
-process extracts its own contiguous shards), then on rank 0 apply optional DBA, build the faiss
-structure and write the manifest. Search: embed the queries with the index's own model (checked by
-fingerprint), optional alpha-QE against the indexed features, faiss search. Extraction, search and
-query expansion are the evaluation package's functions; this class only stores and wires them.
+process extracts its own contiguous shards), then on rank 0 prepare the database (DBA), build the
+faiss structure and write the manifest with the retrieval options. Search: embed the queries with
+the index's own model (checked by fingerprint), then the evaluator's pipeline
+(``fastreid.evaluation.pipeline.post_process`` and ``rank``) with the recorded options, so an index
+answers as the evaluator ranks. This class only stores features and wires those functions.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -23,13 +25,13 @@ from torch.utils.data import DataLoader, Dataset
 
 import fastreid
 from fastreid.data.preprocess import ImageLike
-from fastreid.evaluation import DatasetEvaluator, aqe_queries_only, dba, inference_on_dataset, normalize
+from fastreid.evaluation import DatasetEvaluator, inference_on_dataset, normalize
+from fastreid.evaluation.pipeline import RetrievalOptions, post_process, prepare_gallery, rank
 from fastreid.evaluation.search import FaissIndex, faiss
 from fastreid.utils import comm
 from fastreid.utils.file_io import atomic_open
 
 from . import store
-from .ann_index import AnnOptions, build_ann
 from .extractor import Extractor, check_fingerprint, load_recorded_extractor
 from .items import Items, drop_duplicates
 from .unfinished import resume_unfinished
@@ -41,7 +43,8 @@ _DTYPES = ("float32", "float16")
 
 @dataclass
 class SearchHit:
-    """One answer: ``rank`` from 1, ``item`` the row in the index, its path as given at build, patent id, cosine."""
+    """One answer: ``rank`` from 1, ``item`` the row in the index, its path as given at build, patent id, score
+    (cosine similarity after the index's post-processing)."""
 
     rank: int
     item: int
@@ -52,29 +55,31 @@ class SearchHit:
 
 @dataclass
 class BuildOptions:
-    """How features are stored and post-processed (defaults follow ``TEST.*`` of the config, see
-    :meth:`from_config`); ``ann`` says how they are searched."""
+    """How features are stored and the structure trained; ``retrieval`` is how the index is searched
+    (the evaluator's options: DBA, query expansion, faiss structure), recorded in the manifest.
+
+    ``train_size`` features (0: ``max(100000, 39 x nlist)``) sampled with ``seed`` train IVF types.
+    """
 
     dtype: str = "float32"
     shard_size: int = 10000
     batch_size: int = 64
     num_workers: int = 0
-    dba: bool = False
-    dba_k: int = 5
-    dba_alpha: float = 3.0
-    qe_times: int = 1
-    qe_k: int = 5
-    qe_alpha: float = 3.0
-    ann: AnnOptions = field(default_factory=AnnOptions)
+    train_size: int = 0
+    seed: int = 0
+    retrieval: RetrievalOptions = field(default_factory=RetrievalOptions)
 
     @classmethod
-    def from_config(cls, cfg: Any, **overrides: Any) -> "BuildOptions":
+    def from_config(cls, cfg: Any, choice: Any = None, **overrides: Any) -> "BuildOptions":
+        """Storage from ``TEST.FEAT_DTYPE``/``IMS_PER_BATCH``/``DATALOADER.NUM_WORKERS``; retrieval options
+        from ``TEST.*`` and, with ``TEST.AQE.AUTO``, the evaluation's recorded ``choice`` (a ``QEChoice``).
+        ``overrides`` name fields of either (``shard_size=...``, ``dba=True``, ``index="ivf"``)."""
         t = cfg.TEST
+        retrieval_fields = {f.name for f in dataclasses.fields(RetrievalOptions)}
+        changes = {k: v for k, v in overrides.items() if k in retrieval_fields}
         values = dict(dtype=t.FEAT_DTYPE, batch_size=int(t.IMS_PER_BATCH), num_workers=int(cfg.DATALOADER.NUM_WORKERS),
-                      dba=bool(t.DBA.ENABLED), dba_k=int(t.DBA.K), dba_alpha=float(t.DBA.ALPHA),
-                      qe_times=int(t.AQE.QE_TIME), qe_k=int(t.AQE.QE_K), qe_alpha=float(t.AQE.ALPHA),
-                      ann=AnnOptions(nlist=int(t.SEARCH.NLIST), nprobe=int(t.SEARCH.NPROBE)))
-        values.update(overrides)
+                      retrieval=RetrievalOptions.from_config(cfg, choice).replace(**changes))
+        values.update((k, v) for k, v in overrides.items() if k not in retrieval_fields)
         return cls(**values)
 
     def check(self) -> None:
@@ -82,7 +87,8 @@ class BuildOptions:
             raise ValueError(f"feature dtype (TEST.FEAT_DTYPE) must be one of {_DTYPES}, got {self.dtype!r}")
         if self.shard_size < 1 or self.batch_size < 1:
             raise ValueError(f"shard size and batch size must be >= 1, got {self.shard_size}, {self.batch_size}")
-        self.ann.check()
+        if self.retrieval.metric != "cosine":
+            raise ValueError("a search index ranks by cosine similarity: TEST.METRIC must be 'cosine'")
 
 
 class _Drawings(Dataset):
@@ -175,8 +181,9 @@ class Index:
             raise ValueError(f"{root}: the shards hold {len(self.paths)} drawings, the manifest says "
                              f"{self.manifest['count']}")
         self._by_patent: Optional[Dict[str, List[int]]] = None
-        self._qe_pool: Optional[torch.Tensor] = None
-        self.ann = FaissIndex.wrap(faiss.read_index(os.path.join(root, store.FAISS_FILE)), "cosine")
+        self._prepared: Optional[torch.Tensor] = None
+        self._structure: Optional[FaissIndex] = None
+        self.options = RetrievalOptions.from_dict(self.manifest["retrieval"])
         self.extractor = extractor
         if extractor is None and load_extractor:
             self.extractor = load_recorded_extractor(self.manifest["extractor"], os.path.join(root, store.CONFIG))
@@ -217,7 +224,8 @@ class Index:
             return torch.from_numpy(np.load(os.path.join(self.root, store.DBA_FILE)).astype(np.float32))
         return torch.from_numpy(np.concatenate([np.asarray(s, dtype=np.float32) for s in self._shards]))
 
-    def _raw_query_features(self, queries: Union[torch.Tensor, Sequence[ImageLike]]) -> torch.Tensor:
+    def query_features(self, queries: Union[torch.Tensor, Sequence[ImageLike]]) -> torch.Tensor:
+        """Raw float32 features of query images with the index's model (a feature tensor is checked and kept)."""
         if isinstance(queries, torch.Tensor):
             if queries.ndim != 2 or queries.shape[1] != self.dim:
                 raise ValueError(f"query features must be (n, {self.dim}), got {tuple(queries.shape)}")
@@ -228,28 +236,89 @@ class Index:
 
     def embed(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """L2-normalised float32 features (``n x D``) of file paths or PIL images, with the index's model."""
-        return normalize(self._raw_query_features(images))
+        return normalize(self.query_features(images))
 
-    def search_features(self, query: torch.Tensor, k: int = 10, qe: bool = False,
+    def _gallery(self) -> torch.Tensor:
+        """The prepared database (after DBA when recorded), read once."""
+        if self._prepared is None:
+            self._prepared = self.features()
+        return self._prepared
+
+    def structure(self) -> FaissIndex:
+        """The stored faiss structure over the normalised prepared database, read once."""
+        if self._structure is None:
+            self._structure = FaissIndex.wrap(faiss.read_index(os.path.join(self.root, store.FAISS_FILE)), "cosine")
+        return self._structure
+
+    def search_options(self, qe: Optional[bool] = None, nprobe: Optional[int] = None) -> RetrievalOptions:
+        """The recorded options; ``qe=False`` drops the recorded expansion (``True`` asks for it: an error when the
+        index records none), ``nprobe`` overrides IVF probes."""
+        options = self.options
+        if qe and not options.expands:
+            raise ValueError(f"{self.root} records no query expansion; build it with --qe K ALPHA (or TEST.AQE.*)")
+        if qe is False:
+            options = options.replace(qe_k=0)
+        if nprobe is not None:
+            options = options.replace(nprobe=nprobe)
+        return options
+
+    def search_features(self, query: torch.Tensor, k: int = 10, qe: Optional[bool] = None,
                         nprobe: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """(scores, items), each ``n x min(k, N)``, best first, for raw query features."""
-        if qe:
-            o = self.manifest["options"]
-            if self._qe_pool is None:  # read once: query expansion needs every indexed feature in memory
-                self._qe_pool = self.features()
-            query = aqe_queries_only(query, self._qe_pool, o["qe_times"], o["qe_k"], o["qe_alpha"],
-                                     backend="faiss" if faiss is not None else "torch")
-        if nprobe is not None and self.ann.is_ivf:
-            self.ann.nprobe = nprobe
-        scores, idx = self.ann.search(normalize(query), k)
-        return scores.numpy(), idx.numpy()
+        """(scores, items), each ``n x min(k, N)``, best first, for raw query features.
 
-    def search(self, queries: Union[torch.Tensor, Sequence[ImageLike]], k: int = 10, qe: bool = False,
+        The queries go through the evaluator's pipeline with the recorded options. With an expansion
+        in mode ``all`` the database is expanded together with these queries (as the evaluator does for
+        its whole query set), so the answer depends on the set of queries searched together.
+        """
+        options = self.search_options(qe, nprobe)
+        query, gallery = post_process(query, self._gallery(), options, gallery_prepared=True)
+        structure = None
+        if options.index != "flat" and not options.changes_gallery:
+            structure = self.structure()
+        scores, idx = rank(query, gallery, k, options, structure)
+        return scores, idx
+
+    def search(self, queries: Union[torch.Tensor, Sequence[ImageLike]], k: int = 10, qe: Optional[bool] = None,
                nprobe: Optional[int] = None) -> List[List[SearchHit]]:
-        """Top-``k`` of every query (paths / PIL images, or an ``n x D`` feature tensor taken as given)."""
-        scores, idx = self.search_features(self._raw_query_features(queries), k, qe, nprobe)
+        """Top-``k`` of every query (paths / PIL images, or an ``n x D`` feature tensor taken as given);
+        ``qe=False`` searches without the index's recorded query expansion."""
+        scores, idx = self.search_features(self.query_features(queries), k, qe, nprobe)
         return [[SearchHit(r + 1, int(i), self.paths[int(i)], self.patents[int(i)], float(s))
                  for r, (i, s) in enumerate(zip(row_i, row_s)) if i >= 0] for row_i, row_s in zip(idx, scores)]
+
+    def search_in_batches(self, queries: Sequence[ImageLike], k: int = 10, batch_size: int = 1,
+                          qe: Optional[bool] = None,
+                          nprobe: Optional[int] = None) -> Tuple[List[List[SearchHit]], List[float]]:
+        """:meth:`search` of ``batch_size`` queries at a time, logging each batch's latency; returns the hits
+        and every query's latency in ms.
+
+        With an expansion in mode ``all`` (the evaluator's reference mode), the indexed features are
+        expanded together with the queries, so the answers depend on the whole query set: the queries
+        are then embedded batch by batch (the latency is the embedding's) and searched as one set.
+        """
+        together = self.search_options(qe, nprobe).changes_gallery
+        if together:
+            logger.info("The index's query expansion (mode all) expands the indexed drawings together with the "
+                        "queries: the %d queries are searched as one set", len(queries))
+        hits: List[List[SearchHit]] = []
+        feats: List[torch.Tensor] = []
+        latency: List[float] = []
+        for s in range(0, len(queries), batch_size):
+            batch = list(queries[s:s + batch_size])
+            start = time.perf_counter()
+            if together:
+                feats.append(self.query_features(batch))
+            else:
+                hits += self.search(batch, k, qe, nprobe)
+            ms = 1000 * (time.perf_counter() - start) / len(batch)
+            latency += [ms] * len(batch)
+            logger.info("query %d%s: %.1f ms per query (%s)", s, f"-{s + len(batch) - 1}" if len(batch) > 1 else "",
+                        ms, "embedding" if together else "embedding + search")
+        if together and feats:
+            start = time.perf_counter()
+            hits = self.search(torch.cat(feats), k, qe, nprobe)
+            logger.info("Searched the %d queries together in %.1f s", len(queries), time.perf_counter() - start)
+        return hits, latency
 
     @classmethod
     def build(cls, root: str, items: Items, extractor: Extractor, options: BuildOptions,
@@ -278,7 +347,7 @@ class Index:
             logger.info("Nothing to add to %s", self.root)
             return 0
         o = dict(self.manifest["options"])
-        o["ann"] = AnnOptions(**o["ann"])
+        o["retrieval"] = RetrievalOptions.from_dict(o["retrieval"])
         options = BuildOptions(**o)
         if batch_size is not None:
             options.batch_size = batch_size
@@ -344,12 +413,16 @@ def _finalize(root: str, extractor: Extractor, options: BuildOptions, num_shards
     start = time.perf_counter()
     shards = [store.open_shard(root, i) for i in range(num_shards)]
     feats = torch.from_numpy(np.concatenate([np.asarray(s, dtype=np.float32) for s in shards]))
-    if options.dba:
-        feats = dba(feats, options.dba_k, options.dba_alpha, backend="faiss" if faiss is not None else "torch")
-        store.write_array(os.path.join(root, store.DBA_FILE), feats.numpy().astype(options.dtype))
-    ann = build_ann(normalize(feats).numpy(), options.ann)
+    o = options.retrieval
+    if o.dba:
+        feats = prepare_gallery(feats, o)
+        store.write_array(os.path.join(root, store.DBA_FILE), feats.numpy())  # float32, as the evaluator uses it
+    if faiss is None:
+        raise ImportError("the search index needs faiss: pip install faiss-cpu")
+    ann = FaissIndex(normalize(feats), "cosine", o.index, o.nlist, o.nprobe, use_gpu=False, pq_m=o.pq_m,
+                     train_size=options.train_size, seed=options.seed)
     tmp = os.path.join(root, store.FAISS_FILE + ".tmp")
-    faiss.write_index(ann, tmp)
+    faiss.write_index(ann.index, tmp)
     os.replace(tmp, os.path.join(root, store.FAISS_FILE))
     manifest = {
         "format": store.FORMAT_NAME, "format_version": store.FORMAT_VERSION,
@@ -359,22 +432,13 @@ def _finalize(root: str, extractor: Extractor, options: BuildOptions, num_shards
         "count": int(feats.shape[0]), "dim": int(feats.shape[1]), "dtype": options.dtype, "metric": "cosine",
         "shards": [{"features": f, "items": it, "count": int(s.shape[0])}
                    for (f, it), s in ((store.shard_files(i), s) for i, s in enumerate(shards))],
-        "faiss": {"file": store.FAISS_FILE, "type": options.ann.index_type, "factory": ann_description(ann),
-                  **options.ann.to_dict()},
-        "dba": {"enabled": options.dba, "k": options.dba_k, "alpha": options.dba_alpha,
-                "file": store.DBA_FILE if options.dba else None},
+        "faiss": {"file": store.FAISS_FILE, "type": o.index, "factory": ann.description(), "nlist": o.nlist,
+                  "nprobe": o.nprobe, "pq_m": o.pq_m, "train_size": options.train_size, "seed": options.seed},
+        "dba": {"enabled": o.dba, "k": o.dba_k, "alpha": o.dba_alpha, "file": store.DBA_FILE if o.dba else None},
+        "retrieval": o.to_dict(),
         "options": _options_dict(options),
     }
     store.write_json(os.path.join(root, store.MANIFEST), manifest)
     logger.info("Index of %d drawings (%d-d, %s, faiss %s) written to %s in %.1f s", manifest["count"],
                 manifest["dim"], options.dtype, manifest["faiss"]["factory"], root, time.perf_counter() - start)
 
-
-def ann_description(index: "faiss.Index") -> str:
-    """A short description of a faiss index (its class and sizes)."""
-    parts = [type(index).__name__]
-    if hasattr(index, "nlist"):
-        parts.append(f"nlist={index.nlist}")
-    if hasattr(index, "pq"):
-        parts.append(f"pq_m={index.pq.M}")
-    return " ".join(parts)

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import warnings
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from PIL import Image
 
@@ -149,14 +149,14 @@ def create_app(index: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     def thumbnail(item: int) -> bytes:
         return make_thumbnail(index.file(item), thumb_size)
 
-    def run_query(data: bytes, k: int, qe: bool) -> Dict[str, Any]:
+    def run_query(data: bytes, k: int, qe: Optional[bool]) -> Dict[str, Any]:
         start = time.perf_counter()
         img = decode_upload(data, max_pixels)
         with model_lock:
             hits = index.search([img], k=k, qe=qe)[0]
         query_ms = (time.perf_counter() - start) * 1000.0
         results = [dict(drawing(h.item), rank=h.rank, score=float(h.score)) for h in hits]
-        return {"query_ms": round(query_ms, 2), "k": k, "qe": qe, "results": results}
+        return {"query_ms": round(query_ms, 2), "k": k, "qe": index.search_options(qe).expands, "results": results}
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -164,13 +164,18 @@ def create_app(index: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
 
     @app.get("/healthz")
     def healthz() -> Dict[str, Any]:
+        o = index.options
+        recorded = {"k": o.qe_k, "alpha": o.qe_alpha, "mode": o.qe_mode} if o.expands else None
         return {"status": "ok", "items": num_items, "max_upload_bytes": max_upload_bytes,
-                "max_pixels": max_pixels, "max_k": max_k}
+                "max_pixels": max_pixels, "max_k": max_k, "qe": recorded}
 
     @app.post("/api/search")
-    async def search(file: UploadFile = File(...), k: int = Form(10), qe: bool = Form(False)) -> Dict[str, Any]:
+    async def search(file: UploadFile = File(...), k: int = Form(10),
+                     qe: Optional[bool] = Form(None)) -> Dict[str, Any]:
         if not 1 <= k <= max_k:
             raise HTTPException(400, f"k must be between 1 and {max_k}, got {k}")
+        if qe and not index.options.expands:
+            raise HTTPException(400, "qe: this index records no query expansion (build it with --qe K ALPHA)")
         data = await file.read()
         try:
             return await run_in_threadpool(run_query, data, min(k, num_items), qe)

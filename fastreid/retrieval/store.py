@@ -7,7 +7,7 @@
     INDEX_DIR/build_state.json          plan of an unfinished build (shards and the model's fingerprint)
     INDEX_DIR/shards/NNNNN.npy          features of shard N (count x dim, float16 or float32, memory-mappable)
     INDEX_DIR/shards/NNNNN.items.json   {"paths": [...], "patents": [...], "cwd": ...} of shard N, in order
-    INDEX_DIR/dba.npy                   features after database-side augmentation (only with DBA)
+    INDEX_DIR/dba.npy                   float32 features after database-side augmentation (only with DBA)
     INDEX_DIR/faiss.index               the faiss index (faiss.write_index) over the normalised features
 
 Every file is written under a temporary name and renamed, so a killed build leaves finished shards
@@ -30,7 +30,8 @@ FAISS_FILE = "faiss.index"
 DBA_FILE = "dba.npy"
 SHARD_DIR = "shards"
 FORMAT_NAME = "fastreid-search-index"
-FORMAT_VERSION = 1
+# 2: the manifest records the retrieval options ("retrieval"), one spelling of faiss structures.
+FORMAT_VERSION = 2
 
 
 def shard_files(index: int) -> Tuple[str, str]:
@@ -89,5 +90,6 @@ def read_manifest(root: str) -> Dict[str, Any]:
         raise FileNotFoundError(f"{root} is not a search index: {MANIFEST} not found{extra}")
     manifest = read_json(path)
     if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: not a {FORMAT_NAME} version {FORMAT_VERSION} manifest")
+        raise ValueError(f"{path}: not a {FORMAT_NAME} version {FORMAT_VERSION} manifest (an index of an older "
+                         f"version is rebuilt with tools/build_index.py)")
     return manifest

@@ -125,6 +125,10 @@ function setUp() {
     maxUploadBytes = h.max_upload_bytes;
     $("k").max = h.max_k;
     $("index-info").textContent = `${h.items.toLocaleString()} drawings indexed`;
+    // The index's recorded expansion is on by default (the evaluator's answers); none recorded: nothing to toggle.
+    $("qe").checked = Boolean(h.qe);
+    $("qe").disabled = !h.qe;
+    if (h.qe) $("qe-label").title = `QE_K ${h.qe.k}, ALPHA ${h.qe.alpha}, mode ${h.qe.mode}`;
   }).catch(() => setStatus("The server cannot be reached.", true));
 }
 
