@@ -160,8 +160,8 @@ def test_ivf_pq_search_and_nprobe():
 
 
 def test_unfinished_build_resumes_only_with_the_same_plan(setup, tmp_path):
-    """A missing drawing stops a build after its first shard; other drawings into that folder are refused,
-    and the same drawings finish it (the finished shard is kept)."""
+    """A missing drawing stops a build after its first shard; other options into that folder are refused
+    (--restart discards), and the list without the bad line finishes it (the finished shard is kept)."""
     from fastreid.data import ImageReadError
 
     db, ex = setup["database"], setup["extractor"]
@@ -169,9 +169,8 @@ def test_unfinished_build_resumes_only_with_the_same_plan(setup, tmp_path):
     with pytest.raises(ImageReadError, match="missing.png"):
         Index.build(str(tmp_path / "i"), broken, ex, BuildOptions(shard_size=4, batch_size=4))
     assert (tmp_path / "i" / "shards" / "00000.npy").is_file() and not (tmp_path / "i" / "manifest.json").exists()
-    with pytest.raises(ValueError, match="unfinished build of other drawings"):
-        Index.build(str(tmp_path / "i"), _half(db, 0, 5), ex, BuildOptions(shard_size=4, batch_size=4))
+    with pytest.raises(ValueError, match=r"with other options .* --restart"):
+        Index.build(str(tmp_path / "i"), broken, ex, BuildOptions(shard_size=4, batch_size=4, dtype="float16"))
     stamp = (tmp_path / "i" / "shards" / "00000.npy").stat().st_mtime_ns
-    (tmp_path / "missing.png").write_bytes(open(db.paths[4], "rb").read())
-    index = Index.build(str(tmp_path / "i"), broken, ex, BuildOptions(shard_size=4, batch_size=4))
+    index = Index.build(str(tmp_path / "i"), _half(db, 0, 5), ex, BuildOptions(shard_size=4, batch_size=4))
     assert len(index) == 5 and (tmp_path / "i" / "shards" / "00000.npy").stat().st_mtime_ns == stamp

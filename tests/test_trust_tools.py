@@ -2,61 +2,15 @@
 synthetic patent set. Every refusal exits non-zero, names the key, file or checkpoint, and leaves no
 result behind; every success leaves only the current run's files (mode 0666 minus the umask)."""
 import os
-import runpy
 import shutil
 import stat
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from fastreid.data.synthetic import SyntheticSpec, generate
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-TINY = """MODEL:
-  DEVICE: cpu
-  BACKBONE: {{DEPTH: 18x, FEAT_DIM: 512, PRETRAIN: False}}
-  LOSSES: {{NAME: [CrossEntropyLoss, TripletLoss]}}
-INPUT: {{SIZE_TRAIN: [32, 32], SIZE_TEST: [32, 32]}}
-DATASETS: {{NAMES: [DeepPatent], TESTS: [DeepPatentTest], ROOT: {root}}}
-DATALOADER: {{SAMPLER_TRAIN: NaiveIdentitySampler, NUM_INSTANCE: 2, NUM_WORKERS: 0}}
-SOLVER: {{OPT: SGD, MOMENTUM: 0.0, IMS_PER_BATCH: 8, MAX_EPOCH: 1, MAX_ITER: 1, WARMUP_ITERS: 1,
-          CHECKPOINT_PERIOD: 100, BASE_LR: 0.001}}
-TEST: {{EVAL_PERIOD: 0, IMS_PER_BATCH: 64, SEARCH: {{BACKEND: torch}}}}
-SEED: 5
-"""
-
-
-class Result:
-    def __init__(self, returncode, output):
-        self.returncode, self.output = returncode, output
-
-
-def run_tool(*argv):
-    """The tool in a subprocess, as a user runs it (exit code, everything printed)."""
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-    return Result(r.returncode, r.stdout + r.stderr)
-
-
-def run_tool_here(capsys, tool, *argv):
-    """The tool's own ``__main__`` in this process (saves the interpreter start-up of a subprocess); a
-    SystemExit message is what Python would print to stderr."""
-    old = sys.argv
-    sys.argv = [tool, *argv]
-    code = 0
-    try:
-        runpy.run_path(os.path.join(ROOT, tool), run_name="__main__")
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    message = code if isinstance(code, str) else ""
-    return Result(1 if message else int(code or 0), captured.out + captured.err + message)
+from tool_runs import TINY, run_tool, run_tool_here
 
 
 @pytest.fixture(scope="module")

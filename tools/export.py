@@ -19,6 +19,7 @@ from fastreid.data import load_dataset  # noqa: E402
 from fastreid.engine import default_argument_parser, setup_cfg  # noqa: E402
 from fastreid.retrieval import TorchExtractor, collect_images  # noqa: E402
 from fastreid.retrieval.export import compare_onnx, export_onnx  # noqa: E402
+from fastreid.utils.errors import one_line_usage_errors, run_tool  # noqa: E402
 from fastreid.utils.logger import setup_logger  # noqa: E402
 
 logger = logging.getLogger("fastreid.export")
@@ -52,18 +53,14 @@ def main(args: argparse.Namespace) -> int:
           f"{diff['max_abs_feature']:.3g}), normalised {diff['max_abs_diff_normalized']:.3g} "
           f"(tolerance {args.tolerance:g})")
     if not diff["max_abs_diff_normalized"] <= args.tolerance:
-        print(f"export: the ONNX features differ from PyTorch's by more than --tolerance {args.tolerance:g}",
-              file=sys.stderr)
-        return 1
+        raise SystemExit(f"{args.output}: the ONNX features differ from PyTorch's by "
+                         f"{diff['max_abs_diff_normalized']:.3g}, more than --tolerance {args.tolerance:g}")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        p = parser()
-        ns = p.parse_args()
-        if not ns.output:
-            p.error("--output is required")
-        sys.exit(main(ns))
-    except (OSError, ValueError, KeyError, ImportError) as e:
-        raise SystemExit(f"export: {e}") from None
+    p = one_line_usage_errors(parser())
+    ns = p.parse_args()
+    if not ns.output:
+        p.error("--output is required")
+    sys.exit(run_tool(main, ns))

@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 from fastreid.data.synthetic.drawing_sheet import SHEET_EFFECTS  # noqa: E402
 from fastreid.data.synthetic.shapes import BASE_KINDS  # noqa: E402
 from fastreid.data.synthetic import SyntheticSpec, generate, plan_patents, render_patent  # noqa: E402
+from fastreid.utils.errors import one_line_usage_errors, run_tool  # noqa: E402
 from fastreid.utils.file_io import atomic_open  # noqa: E402
 
 
@@ -56,7 +57,8 @@ def write_examples(path: str, seed: int, size: int, patent: int = 0, views: int 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = one_line_usage_errors(
+        argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--output", help="folder to write (train_data/, test_data/ inside)")
     parser.add_argument("--num-patents", type=int, default=1000, help="number of patents (objects)")
     parser.add_argument("--image-size", type=int, default=128, help="side of the square drawings in pixels")
@@ -105,4 +107,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from fastreid.data.prepare import prepare_dataset  # noqa: E402
 from fastreid.engine.defaults import setup_cfg  # noqa: E402
+from fastreid.utils.errors import one_line_usage_errors, run_tool  # noqa: E402
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -37,7 +38,8 @@ def parse_size(text: str) -> Tuple[int, int]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = one_line_usage_errors(
+        argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--config-file", default="", help="config whose DATASETS and INPUT.GRAYSCALE are used")
     parser.add_argument("--root", default="", help="datasets root (default: the config's DATASETS.ROOT)")
     parser.add_argument("--size", type=parse_size, action="append", required=True,
@@ -52,13 +54,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg.DATASETS.ROOT = args.root
         cfg.freeze()
     start = time.perf_counter()
-    try:
-        folders = prepare_dataset(cfg, args.size, workers=args.workers)
-    except (ValueError, OSError) as e:
-        raise SystemExit(f"prepare_dataset: {e}") from None
+    folders = prepare_dataset(cfg, args.size, workers=args.workers)
     print(f"Wrote {', '.join(folders)} in {time.perf_counter() - start:.1f} s")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

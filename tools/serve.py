@@ -17,6 +17,7 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from fastreid.utils.errors import message_of, one_line_usage_errors, print_error, run_tool  # noqa: E402
 from fastreid.utils.logger import setup_logger  # noqa: E402
 
 
@@ -31,7 +32,8 @@ def is_loopback(host: str) -> bool:
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = one_line_usage_errors(
+        argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--index", required=True, help="index folder written by tools/build_index.py")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
@@ -57,21 +59,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         logger.warning("Binding to %s: the search page and its API are reachable from other machines, "
                        "without authentication. Use --host 127.0.0.1 to keep it local.", args.host)
     if not os.path.isdir(args.index):
-        logger.error("--index %s: no such folder (build one with tools/build_index.py)", args.index)
+        print_error(f"--index {args.index}: no such folder (build one with tools/build_index.py)")
         return 2
     try:
         import uvicorn
 
         from fastreid.retrieval.server import DEFAULT_MAX_PIXELS, create_app
     except ImportError as e:
-        logger.error("%s", e if "serve" in str(e) else f"{e}; install the 'serve' extra: pip install -e '.[serve]'")
+        print_error(str(e) if "serve" in str(e) else f"{e}; install the 'serve' extra: pip install -e '.[serve]'")
         return 2
     from fastreid.retrieval import Index
 
     try:
         index = Index.open(args.index)
-    except (OSError, ValueError) as e:
-        logger.error("--index %s: %s", args.index, e)
+    except (OSError, ValueError, KeyError) as e:
+        print_error(f"--index {args.index}: {message_of(e)}")
         return 2
     app = create_app(index, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                      max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
@@ -82,4 +84,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -11,10 +11,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastreid.engine import default_argument_parser  # noqa: E402
 from fastreid.engine.commands import run_command, test_main  # noqa: E402
+from fastreid.utils.errors import one_line_usage_errors  # noqa: E402
 
 
 def main() -> None:
-    args = default_argument_parser("fastreid evaluation (always --eval-only)").parse_args()
+    args = one_line_usage_errors(default_argument_parser("fastreid evaluation (always --eval-only)")).parse_args()
     args.eval_only = True
     run_command(test_main, args)
 

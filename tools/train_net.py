@@ -13,10 +13,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastreid.engine import default_argument_parser  # noqa: E402
 from fastreid.engine.commands import run_command, train_main  # noqa: E402
+from fastreid.utils.errors import one_line_usage_errors  # noqa: E402
 
 
 def main() -> None:
-    args = default_argument_parser().parse_args()
+    args = one_line_usage_errors(default_argument_parser()).parse_args()
     run_command(train_main, args)
 
 

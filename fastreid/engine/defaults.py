@@ -89,7 +89,8 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
 
 
 def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
-    """Create OUTPUT_DIR, set up logging, write ``config.yaml`` (rank 0), seed and set cuDNN."""
+    """Create OUTPUT_DIR, set up logging, write ``config.yaml`` (``config_eval.yaml`` for ``--eval-only``; rank 0),
+    seed and set cuDNN."""
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
     if output_dir and comm.is_main_process():
@@ -109,7 +110,8 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
         if frozen:
             cfg.freeze()
     if output_dir and comm.is_main_process():
-        path = os.path.join(output_dir, "config.yaml")
+        # An evaluation into a training run's folder must not replace the config that reproduces the training.
+        path = os.path.join(output_dir, "config_eval.yaml" if getattr(args, "eval_only", False) else "config.yaml")
         with atomic_open(path, "w") as f:
             f.write(cfg.dump())
         logger.info(f"Full config saved to {os.path.abspath(path)}")

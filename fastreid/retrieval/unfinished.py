@@ -24,10 +24,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["resume_unfinished", "discard_unfinished"]
 
-# Entries of build_state.json that must match for any finished shard to be reused, and what they mean.
-_SAME_FOR_REUSE = (("fingerprint", "model (checkpoint, config or preprocessing)"),
-                   ("options", "options (feature dtype, shard size, DBA, query expansion, faiss structure)"),
-                   ("first_shard", "index it adds to"))
+# Entries of build_state.json that must match for any finished shard to be reused, and what a difference means.
+_SAME_FOR_REUSE = (("fingerprint", "another model (checkpoint, config or preprocessing)"),
+                   ("options", "other options (feature dtype, shard size, DBA, query expansion, faiss structure)"),
+                   ("first_shard", "another number of shards in the index it adds to"))
 
 
 def _finished(root: str, first_shard: int) -> List[int]:
@@ -85,8 +85,8 @@ def resume_unfinished(root: str, old: Dict[str, Any], state: Dict[str, Any], pla
     left = _finished(root, first)
     differs = [what for key, what in _SAME_FOR_REUSE if old.get(key) != state[key]]
     if differs:
-        return (f"{root} holds an unfinished build ({len(left)} finished shard(s), {store.BUILD_STATE}) with another "
-                f"{' and other '.join(differs)}: its shards cannot be reused. Run the same command with --restart "
+        return (f"{root} holds an unfinished build ({len(left)} finished shard(s), {store.BUILD_STATE}) with "
+                f"{' and '.join(differs)}: its shards cannot be reused. Run the same command with --restart "
                 f"to discard them and start again, or choose another --output folder")
     planned = {number: (start, count) for number, start, count in plan}
     kept = [n for n in left if n in planned and _holds(root, n, items, *planned[n])]
