@@ -10,7 +10,7 @@ from fastreid.config import get_cfg
 from fastreid.data.synthetic import SyntheticSpec, generate
 from fastreid.engine.commands import evaluate
 from fastreid.evaluation import ReidEvaluator
-from fastreid.evaluation.qe_tuning import load_choice, tune_query_expansion
+from fastreid.evaluation.qe_tuning import gain_lower_bound, load_choice, pick, tune_query_expansion
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,12 +44,13 @@ def _evaluate(cfg, feats, pids, nq, labeled=True):
 
 def test_choice_is_never_below_no_expansion_and_falls_back_when_nothing_helps():
     """Weak features (one gallery image per identity, noise as large as the spread of identities):
-    expansion helps on some draws and hurts on others; the choice follows, never below the baseline."""
+    expansion helps on some draws and hurts on others; without the noise test (confidence 0) the choice
+    follows any mean gain, never below the baseline."""
     enabled = []
     for seed in range(5):
         feats, pids, nq = _clusters(seed, noise=1.0, n_ids=40, per_id=2)
         choice = tune_query_expansion(feats[:nq], feats[nq:], pids[:nq], pids[nq:], ks=(2, 3, 5),
-                                      alphas=(0.0, 2.0))
+                                      alphas=(0.0, 2.0), confidence=0.0)
         best_expanded = max(row["mAP@10"] for row in choice.candidates[1:])
         assert choice.candidates[0]["qe_k"] == 0 and choice.baseline == choice.candidates[0]["mAP@10"]
         assert choice.score == max(choice.baseline, best_expanded) >= choice.baseline
@@ -58,12 +59,56 @@ def test_choice_is_never_below_no_expansion_and_falls_back_when_nothing_helps():
     assert any(enabled) and not all(enabled)
     # A perfect ranking cannot be beaten: ties keep no expansion.
     feats, pids, nq = _clusters(0, noise=0.01)
-    choice = tune_query_expansion(feats[:nq], feats[nq:], pids[:nq], pids[nq:], ks=(2, 5), alphas=(1.0,))
+    choice = tune_query_expansion(feats[:nq], feats[nq:], pids[:nq], pids[nq:], ks=(2, 5), alphas=(1.0,),
+                                  confidence=0.0)
     assert choice.baseline == pytest.approx(100.0) and not choice.enabled
 
 
+def test_gain_lower_bound_matches_the_normal_approximation_and_hand_cases():
+    """The bootstrap bound of a mean against the textbook mean - z * sd / sqrt(n) on a large sample, and
+    cases decided by hand: a constant gain is its own bound, one lucky query out of 100 is noise."""
+    rng = np.random.default_rng(0)
+    diff = rng.normal(2.0, 10.0, size=4000)
+    normal = diff.mean() - 1.6449 * diff.std(ddof=1) / np.sqrt(len(diff))
+    assert gain_lower_bound(diff, 0.95) == pytest.approx(normal, abs=0.05)
+    assert gain_lower_bound(np.full(50, 3.0), 0.99) == pytest.approx(3.0)
+    assert gain_lower_bound(diff, 0.0) == pytest.approx(diff.mean())
+    base = np.zeros(100)
+    lucky = np.zeros(100)
+    lucky[7] = 10.0  # +0.1 points on average, from one query
+    steady = np.full(100, 1.0)
+    steady[:5] = 0.0  # +0.95 points, from 95 queries
+    assert pick([base, lucky], 0.95)[0] == 0
+    assert pick([base, lucky], 0.0)[0] == 1  # the old rule (any mean gain) takes it
+    best, rows = pick([base, lucky, steady], 0.95)
+    assert best == 2 and rows[2]["gain"] == pytest.approx(0.95) and rows[2]["gain_low"] > 0
+    assert pick([base, lucky, steady], 0.95, min_gain=1.0)[0] == 0  # a real gain, but below the threshold
+    assert pick([base], 0.95) == (0, [dict(gain=0.0, gain_low=0.0)])
+
+
+def test_expansion_whose_gain_is_within_noise_is_not_chosen():
+    """Draws where some expansion has a higher mean mAP@10 than none on 40 weak queries: the default
+    confidence keeps none unless the gain's lower bound is above zero, and the record says why."""
+    refused = 0
+    for seed in range(5):
+        feats, pids, nq = _clusters(seed, noise=1.0, n_ids=40, per_id=2)
+        args = (feats[:nq], feats[nq:], pids[:nq], pids[nq:])
+        loose = tune_query_expansion(*args, ks=(2, 3, 5), alphas=(0.0, 2.0), confidence=0.0)
+        strict = tune_query_expansion(*args, ks=(2, 3, 5), alphas=(0.0, 2.0))
+        assert strict.confidence == 0.95 and [r["gain"] for r in strict.candidates] == pytest.approx(
+            [r["mAP@10"] - strict.baseline for r in strict.candidates])
+        if strict.enabled:
+            row = next(r for r in strict.candidates if (r["qe_k"], r["alpha"]) == (strict.qe_k, strict.alpha))
+            assert row["gain_low"] > 0
+        else:
+            assert all(r["gain_low"] <= 0 or r["gain"] <= 0 for r in strict.candidates)
+        refused += loose.enabled and not strict.enabled
+    assert refused > 0  # the noise test changed at least one decision
+
+
 def test_expansion_that_helps_is_chosen_and_scores_match_a_fixed_run(tmp_path):
-    feats, pids, nq = _clusters(0, noise=1.6)
+    """A gain well above the query-to-query noise (30 queries, 7.5 points) passes the default test."""
+    feats, pids, nq = _clusters(0, noise=0.9)
     choice = tune_query_expansion(feats[:nq], feats[nq:], pids[:nq], pids[nq:], ks=(2, 3, 5), alphas=(0.0, 2.0))
     assert choice.enabled and choice.score > choice.baseline
     assert choice.score == max(row["mAP@10"] for row in choice.candidates)
@@ -79,8 +124,8 @@ def test_expansion_that_helps_is_chosen_and_scores_match_a_fixed_run(tmp_path):
 def test_evaluator_records_the_choice_and_applies_it_to_the_unlabeled_set(tmp_path, seed):
     feats, pids, nq = _clusters(seed, noise=1.0, n_ids=40, per_id=2)
     expect_qe = tune_query_expansion(feats[:nq], feats[nq:], pids[:nq], pids[nq:], ks=(2, 3, 5),
-                                     alphas=(0.0, 2.0)).enabled
-    cfg = _cfg(tmp_path, AUTO=True, AUTO_K=(2, 3, 5), AUTO_ALPHA=(0.0, 2.0))
+                                     alphas=(0.0, 2.0), confidence=0.0).enabled
+    cfg = _cfg(tmp_path, AUTO=True, AUTO_K=(2, 3, 5), AUTO_ALPHA=(0.0, 2.0), AUTO_CONFIDENCE=0.0)
     res = _evaluate(cfg, feats, pids, nq)
     recorded = json.loads((tmp_path / "qe_choice.json").read_text())
     assert (recorded["qe_k"] > 0) == expect_qe and (res["QE_K"] > 0) == expect_qe

@@ -361,6 +361,10 @@ _C.TEST.RERANK = CN()
 # k-reciprocal re-ranking.
 _C.TEST.RERANK.ENABLED = False
 # k1 of k-reciprocal re-ranking.
+# TEST.AQE.AUTO: one-sided confidence (paired bootstrap over queries, Bonferroni over candidates) that an expansion's gain is real; 0: any mean gain.
+_C.TEST.AQE.AUTO_CONFIDENCE = 0.95
+# TEST.AQE.AUTO: the gain's lower confidence bound must exceed this many points of AUTO_CRITERION.
+_C.TEST.AQE.AUTO_MIN_GAIN = 0.0
 _C.TEST.RERANK.K1 = 20
 # k2 of k-reciprocal re-ranking.
 _C.TEST.RERANK.K2 = 6

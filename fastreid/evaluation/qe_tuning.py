@@ -1,27 +1,33 @@
-"""Choose query expansion on a labeled split, falling back to none when it does not help.
+"""Choose query expansion on a labeled split, falling back to none unless the gain beats its noise.
 
 Alpha-QE helps a strong model (neighbours are mostly the same patent) and hurts a weak one (it
-averages in wrong patents). ``tune_query_expansion`` scores every ``(QE_K, ALPHA)`` candidate with
-the exact metrics of ``metrics.py`` and keeps expansion only when it beats no expansion on the
-chosen metric; the choice is then applied to sets without labels (the challenge test set).
+averages in wrong patents). The choice is a list of candidate option sets (``RetrievalOptions``; the
+first is the baseline, no expansion) scored by one function, ``score_options`` (the one pipeline, then
+the exact per-query metrics). A candidate replaces the baseline only when its gain on the criterion is
+larger than query-to-query noise: a paired bootstrap over queries gives a one-sided lower confidence
+bound of the mean gain, at ``confidence`` corrected for the number of candidates (Bonferroni), and the
+bound must exceed ``min_gain``. The recorded choice is then applied to sets without labels (the
+challenge test set) and to search indexes of the same model.
 """
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from ..utils.file_io import atomic_open
-from .metrics import per_query_metrics, rank_positives_chunked, summarize
-from .query_expansion import aqe, aqe_queries_only
-from .search import normalize
+from .metrics import PerQueryMetrics, per_query_metrics, rank_positives_chunked, summarize
+from .pipeline import QE_MODES, RetrievalOptions, post_process, prepare_gallery
 
 # Metrics recorded for every candidate (percent).
 TUNED_METRICS = ("mAP", "mAP@10", "Rank-1")
+# Bootstrap resamples of the queries (seeded: the same choice on every run).
+BOOTSTRAP_RESAMPLES = 2000
+_BOOTSTRAP_CHUNK = 100
 
 
 @dataclass
@@ -34,6 +40,8 @@ class QEChoice:
     baseline: float
     criterion: str
     candidates: List[Dict[str, float]] = field(default_factory=list)
+    confidence: float = 0.0
+    min_gain: float = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -45,51 +53,142 @@ class QEChoice:
         return cls(qe_k=0, alpha=0.0, score=0.0, baseline=0.0, criterion="")
 
 
-def _metrics(query: torch.Tensor, gallery: torch.Tensor, q_pids: np.ndarray, g_pids: np.ndarray,
-             q_cam: Optional[np.ndarray], g_cam: Optional[np.ndarray], metric: str) -> Dict[str, float]:
-    if metric == "cosine":
-        query, gallery = normalize(query), normalize(gallery)
-    res = rank_positives_chunked(query, gallery, q_pids, g_pids, q_cam, g_cam, metric)
-    summary = summarize(per_query_metrics(res["ranks"], res["num_pos"]))
-    return {name: float(summary[name]) for name in TUNED_METRICS}
+def expansion_candidates(base: RetrievalOptions, ks: Sequence[int],
+                         alphas: Sequence[float]) -> List[RetrievalOptions]:
+    """``base`` without expansion, then ``base`` with every ``(k, alpha)`` pair (``k`` counts the item
+    itself, so ``k`` 1 is a no-op and skipped)."""
+    out = [base.replace(qe_k=0)]
+    for k in sorted({int(k) for k in ks if int(k) > 1}):
+        out += [base.replace(qe_k=k, qe_alpha=a) for a in sorted({float(a) for a in alphas})]
+    return out
+
+
+def score_options(query: torch.Tensor, gallery: torch.Tensor, q_pids: np.ndarray, g_pids: np.ndarray,
+                  options: RetrievalOptions, q_cam: Optional[np.ndarray] = None,
+                  g_cam: Optional[np.ndarray] = None, gallery_prepared: bool = False) -> PerQueryMetrics:
+    """Per-query metrics of one candidate: the pipeline's ``post_process`` with ``options``, then exact ranks."""
+    q, g = post_process(query, gallery, options, gallery_prepared=gallery_prepared)
+    res = rank_positives_chunked(q, g, q_pids, g_pids, q_cam, g_cam, options.metric)
+    return per_query_metrics(res["ranks"], res["num_pos"])
+
+
+def per_query_values(metrics: PerQueryMetrics, criterion: str) -> np.ndarray:
+    """The criterion per valid query, in percent (its mean is the criterion)."""
+    v = metrics.valid
+    if criterion == "mAP":
+        values = metrics.ap[v]
+    elif criterion == "mAP@10":
+        values = metrics.ap_at_10[v]
+    elif criterion == "Rank-1":
+        values = (metrics.first_rank[v] <= 1).astype(np.float64)
+    else:
+        raise ValueError(f"TEST.AQE.AUTO_CRITERION must be one of {TUNED_METRICS}, got {criterion!r}")
+    return 100.0 * np.asarray(values, dtype=np.float64)
+
+
+def gain_lower_bound(diff: np.ndarray, confidence: float, resamples: int = BOOTSTRAP_RESAMPLES,
+                     seed: int = 0) -> float:
+    """One-sided lower confidence bound of ``mean(diff)`` by a bootstrap over its entries (queries).
+
+    Args:
+        diff: per-query gains of a candidate over the baseline (paired: same queries).
+        confidence: e.g. 0.95; 0 returns the mean itself (no test).
+        resamples: bootstrap resamples (seeded, so the bound is reproducible).
+    Returns:
+        The ``1 - confidence`` quantile of the resampled mean gains.
+    """
+    diff = np.asarray(diff, dtype=np.float64)
+    if confidence <= 0 or len(diff) == 0:
+        return float(diff.mean()) if len(diff) else 0.0
+    rng = np.random.default_rng(seed)
+    means = []
+    for start in range(0, resamples, _BOOTSTRAP_CHUNK):
+        rows = rng.integers(0, len(diff), size=(min(_BOOTSTRAP_CHUNK, resamples - start), len(diff)))
+        means.append(diff[rows].mean(1))
+    return float(np.quantile(np.concatenate(means), 1.0 - confidence))
+
+
+def pick(values: Sequence[np.ndarray], confidence: float, min_gain: float = 0.0) -> Tuple[int, List[Dict[str, float]]]:
+    """Index of the chosen candidate (0, the baseline, unless another one's gain is real) and each one's gain.
+
+    A candidate qualifies when the lower bound of its mean gain over ``values[0]``, at ``confidence``
+    corrected for the number of candidates compared (Bonferroni), exceeds ``min_gain``; of those, the
+    one with the largest mean wins. Ties keep the baseline.
+    """
+    others = max(1, len(values) - 1)
+    level = 1.0 - (1.0 - confidence) / others if confidence > 0 else 0.0
+    rows: List[Dict[str, float]] = [dict(gain=0.0, gain_low=0.0)]
+    best, best_gain = 0, 0.0
+    for i, v in enumerate(values[1:], start=1):
+        diff = np.asarray(v) - np.asarray(values[0])
+        gain, low = float(diff.mean()), gain_lower_bound(diff, level, seed=i)
+        rows.append(dict(gain=gain, gain_low=low))
+        if gain > 0 and low > min_gain and gain > best_gain:
+            best, best_gain = i, gain
+    return best, rows
+
+
+def choose_options(query: torch.Tensor, gallery: torch.Tensor, q_pids: Sequence, g_pids: Sequence,
+                   candidates: Sequence[RetrievalOptions], *, criterion: str = "mAP@10", confidence: float = 0.95,
+                   min_gain: float = 0.0, q_cam: Optional[Sequence] = None,
+                   g_cam: Optional[Sequence] = None) -> Tuple[int, List[Dict[str, float]]]:
+    """Score every candidate with :func:`score_options` and :func:`pick` one; ``candidates[0]`` is the baseline.
+
+    Args:
+        query, gallery: raw features (the candidates' own DBA, expansion and normalisation are applied).
+        q_pids, g_pids: identities; ``q_cam``/``g_cam`` optional cameras (same-camera filter).
+        criterion: the metric compared, one of ``TUNED_METRICS``.
+    Returns:
+        (index of the chosen candidate, one row per candidate: ``TUNED_METRICS`` in percent, ``gain`` and
+        ``gain_low`` on the criterion).
+    """
+    if criterion not in TUNED_METRICS:
+        raise ValueError(f"TEST.AQE.AUTO_CRITERION must be one of {TUNED_METRICS}, got {criterion!r}")
+    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
+    q_cam = None if q_cam is None else np.asarray(q_cam)
+    g_cam = None if g_cam is None else np.asarray(g_cam)
+    prepared: Dict[Tuple[Any, ...], torch.Tensor] = {}  # DBA once per setting, not once per candidate
+    rows, values = [], []
+    for options in candidates:
+        key = (options.dba, options.dba_k, options.dba_alpha, options.backend)
+        if key not in prepared:
+            prepared[key] = prepare_gallery(gallery, options)
+        metrics = score_options(query, prepared[key], q_pids, g_pids, options, q_cam, g_cam, gallery_prepared=True)
+        summary = summarize(metrics)
+        rows.append({name: float(summary[name]) for name in TUNED_METRICS})
+        values.append(per_query_values(metrics, criterion))
+    best, gains = pick(values, confidence, min_gain)
+    return best, [dict(row, **gain) for row, gain in zip(rows, gains)]
 
 
 def tune_query_expansion(query: torch.Tensor, gallery: torch.Tensor, q_pids: Sequence, g_pids: Sequence,
                          ks: Sequence[int], alphas: Sequence[float], *, qe_time: int = 1, mode: str = "all",
                          criterion: str = "mAP@10", metric: str = "cosine", backend: str = "torch",
-                         q_cam: Optional[Sequence] = None, g_cam: Optional[Sequence] = None) -> QEChoice:
-    """Score no expansion and every ``(k, alpha)`` pair; return the best, or none unless one beats it.
+                         q_cam: Optional[Sequence] = None, g_cam: Optional[Sequence] = None,
+                         confidence: float = 0.95, min_gain: float = 0.0,
+                         base: Optional[RetrievalOptions] = None) -> QEChoice:
+    """No expansion and every ``(k, alpha)`` pair as candidates of :func:`choose_options`.
 
     Args:
-        query, gallery: raw features (before any expansion or normalisation).
-        q_pids, g_pids: identities; ``q_cam``/``g_cam`` optional cameras (same-camera filter).
-        ks, alphas: the candidate grid; ``k`` counts the item itself, so ``k`` 1 is a no-op and skipped.
-        criterion: the metric to maximise, one of ``TUNED_METRICS``.
+        query, gallery: raw features (before any expansion or normalisation; DBA comes from ``base``).
+        ks, alphas: the candidate grid.
+        confidence, min_gain: an expansion is chosen only when its gain's lower bound at ``confidence``
+            exceeds ``min_gain`` points (``confidence`` 0: any mean gain above ``min_gain``).
+        base: the other retrieval options (default: ``metric``, ``backend``, ``qe_time``, ``mode``).
     Returns:
-        A ``QEChoice``; ties with no expansion keep no expansion.
+        A ``QEChoice``; ``candidates[0]`` is no expansion.
     """
-    if criterion not in TUNED_METRICS:
-        raise ValueError(f"TEST.AQE.AUTO_CRITERION must be one of {TUNED_METRICS}, got {criterion!r}")
-    if mode not in ("all", "query"):
-        raise ValueError(f"TEST.AQE.MODE must be 'all' or 'query', got {mode!r}")
-    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
-    q_cam = None if q_cam is None else np.asarray(q_cam)
-    g_cam = None if g_cam is None else np.asarray(g_cam)
-    base = _metrics(query.float(), gallery.float(), q_pids, g_pids, q_cam, g_cam, metric)
-    rows = [dict(qe_k=0, alpha=0.0, **base)]
-    best = rows[0]
-    for k in sorted({int(k) for k in ks if int(k) > 1}):
-        for alpha in sorted({float(a) for a in alphas}):
-            if mode == "all":
-                q, g = aqe(query, gallery, qe_time, k, alpha, backend)
-            else:
-                q, g = aqe_queries_only(query, gallery, qe_time, k, alpha, backend), gallery.float()
-            row = dict(qe_k=k, alpha=alpha, **_metrics(q, g, q_pids, g_pids, q_cam, g_cam, metric))
-            rows.append(row)
-            if row[criterion] > best[criterion]:
-                best = row
-    return QEChoice(qe_k=int(best["qe_k"]), alpha=float(best["alpha"]), score=best[criterion],
-                    baseline=base[criterion], criterion=criterion, candidates=rows)
+    if mode not in QE_MODES:
+        raise ValueError(f"TEST.AQE.MODE must be one of {QE_MODES}, got {mode!r}")
+    if base is None:
+        base = RetrievalOptions(metric=metric, backend=backend, qe_times=qe_time, qe_mode=mode)
+    candidates = expansion_candidates(base, ks, alphas)
+    best, rows = choose_options(query, gallery, q_pids, g_pids, candidates, criterion=criterion,
+                                confidence=confidence, min_gain=min_gain, q_cam=q_cam, g_cam=g_cam)
+    rows = [dict(qe_k=o.qe_k, alpha=o.qe_alpha if o.qe_k else 0.0, **row) for o, row in zip(candidates, rows)]
+    return QEChoice(qe_k=int(rows[best]["qe_k"]), alpha=float(rows[best]["alpha"]), score=rows[best][criterion],
+                    baseline=rows[0][criterion], criterion=criterion, candidates=rows, confidence=confidence,
+                    min_gain=min_gain)
 
 
 def choice_path(cfg: Any, output_dir: Optional[str] = None) -> str:
@@ -117,7 +216,8 @@ def load_choice(path: str) -> QEChoice:
             data = json.load(f)
         return QEChoice(qe_k=int(data["qe_k"]), alpha=float(data["alpha"]), score=float(data["score"]),
                         baseline=float(data["baseline"]), criterion=str(data["criterion"]),
-                        candidates=list(data.get("candidates", [])))
+                        candidates=list(data.get("candidates", [])), confidence=float(data.get("confidence", 0.0)),
+                        min_gain=float(data.get("min_gain", 0.0)))
     except FileNotFoundError:
         raise FileNotFoundError(
             f"TEST.AQE.AUTO: no query-expansion choice at {path}; evaluate a labeled split first "

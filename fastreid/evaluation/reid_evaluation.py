@@ -18,7 +18,7 @@ import torch
 from ..utils import comm
 from .evaluator import DatasetEvaluator
 from .metrics import per_query_metrics, rank_positives_chunked, summarize
-from .pipeline import RetrievalOptions, post_process, prepare_gallery, rank, rerank, search_depth
+from .pipeline import RetrievalOptions, post_process, rank, rerank, search_depth
 from .qe_tuning import TUNED_METRICS, QEChoice, choice_path, load_choice, save_choice, tune_query_expansion
 from .search import recall_against_exact, torch_knn
 from .submission import write_result
@@ -135,11 +135,11 @@ class ReidEvaluator(DatasetEvaluator):
         nq = self.num_query
         if not 0 < nq < feats.shape[0]:
             raise ValueError(f"ReidEvaluator: num_query={nq} but {feats.shape[0]} features were gathered")
-        query, gallery = feats[:nq].float(), prepare_gallery(feats[nq:], self.options)
+        query, gallery = feats[:nq].float(), feats[nq:].float()
         if self.cfg.TEST.AQE.AUTO and self.labeled:
             self._qe_choice = self._tune_qe(query, gallery, pids, camids)
             self.options = RetrievalOptions.from_config(self.cfg, self._qe_choice)
-        query, gallery = post_process(query, gallery, self.options, gallery_prepared=True)
+        query, gallery = post_process(query, gallery, self.options)
         if not self.labeled:
             return self._write_submission(query, gallery, paths)
         results = self._metrics(query, gallery, pids, camids, paths)
@@ -152,21 +152,25 @@ class ReidEvaluator(DatasetEvaluator):
 
     def _tune_qe(self, query: torch.Tensor, gallery: torch.Tensor, pids: np.ndarray,
                  camids: np.ndarray) -> QEChoice:
-        """Choose (QE_K, ALPHA) or none on this labeled set and record the choice."""
+        """Choose (QE_K, ALPHA) or none on this labeled set (raw features) and record the choice."""
         t, nq = self.cfg.TEST, self.num_query
         filt = len(np.unique(camids)) > 1
         choice = tune_query_expansion(
-            query, gallery, pids[:nq], pids[nq:], t.AQE.AUTO_K, t.AQE.AUTO_ALPHA, qe_time=t.AQE.QE_TIME,
-            mode=t.AQE.MODE, criterion=t.AQE.AUTO_CRITERION, metric=t.METRIC, backend=t.SEARCH.BACKEND,
-            q_cam=camids[:nq] if filt else None, g_cam=camids[nq:] if filt else None)
+            query, gallery, pids[:nq], pids[nq:], t.AQE.AUTO_K, t.AQE.AUTO_ALPHA, criterion=t.AQE.AUTO_CRITERION,
+            q_cam=camids[:nq] if filt else None, g_cam=camids[nq:] if filt else None,
+            confidence=float(t.AQE.AUTO_CONFIDENCE), min_gain=float(t.AQE.AUTO_MIN_GAIN), base=self.options)
         save_choice(choice, self.qe_choice_path, source=f"{nq} queries x {gallery.shape[0]} gallery items")
         if choice.enabled:
-            logger.info("TEST.AQE.AUTO: QE_K %d, ALPHA %g (%s %.2f, without expansion %.2f); recorded in %s",
-                        choice.qe_k, choice.alpha, choice.criterion, choice.score, choice.baseline,
+            row = next(r for r in choice.candidates if (r["qe_k"], r["alpha"]) == (choice.qe_k, choice.alpha))
+            logger.info("TEST.AQE.AUTO: QE_K %d, ALPHA %g (%s %.2f, without expansion %.2f; gain %.2f, lower bound "
+                        "%.2f at %g confidence); recorded in %s", choice.qe_k, choice.alpha, choice.criterion,
+                        choice.score, choice.baseline, row["gain"], row["gain_low"], choice.confidence,
                         self.qe_choice_path)
         else:
-            logger.info("TEST.AQE.AUTO: no expansion beats none on %s (%.2f); recorded in %s",
-                        choice.criterion, choice.baseline, self.qe_choice_path)
+            top = max(choice.candidates, key=lambda r: r["gain"])
+            logger.info("TEST.AQE.AUTO: no expansion gains more than its noise on %s (without expansion %.2f; best "
+                        "mean gain %.2f, lower bound %.2f at %g confidence); recorded in %s", choice.criterion,
+                        choice.baseline, top["gain"], top["gain_low"], choice.confidence, self.qe_choice_path)
         return choice
 
     def _write_submission(self, query: torch.Tensor, gallery: torch.Tensor, paths: List[str]) -> Dict[str, float]:
