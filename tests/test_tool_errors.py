@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import retrieval_helpers as rh
 from fastreid.data import ImageReadError, read_image
-from fastreid.utils.errors import message_of, run_tool as run_guarded
+from fastreid.utils.errors import INPUT_ERRORS, is_input_error, message_of, run_tool as run_guarded
 from tool_runs import TINY, run_tool, run_tool_here
 
 
@@ -118,3 +118,19 @@ def test_an_error_of_a_loader_worker_reads_as_its_own_message(files):
     message = message_of(caught.value)
     assert message.startswith(f"Cannot read image {files['query']} (listed at queries.txt:7)")
     assert "\n" not in message
+
+
+def _fail_in_child(rank: int, kind: str) -> None:
+    if kind == "input":
+        raise ImageReadError(f"Cannot read image x.png (listed at list.txt:{rank + 1})")
+    raise RuntimeError("an assertion of ours")
+
+
+def test_an_error_of_another_process_reads_as_its_own_message():
+    """What launch() re-raises for a process it started (--num-gpus 2): the child's type decides bad input."""
+    for kind, expected in (("input", True), ("bug", False)):
+        with pytest.raises(Exception) as caught:
+            torch.multiprocessing.start_processes(_fail_in_child, args=(kind,), nprocs=1, start_method="spawn")
+        assert not isinstance(caught.value, OSError) and "Traceback" in str(caught.value)
+        assert is_input_error(caught.value, INPUT_ERRORS) is expected
+    assert message_of(caught.value) == "an assertion of ours"

@@ -17,7 +17,7 @@ from fastreid.config import CfgNode, ConfigError
 from fastreid.utils import comm
 from fastreid.utils.checkpoint import (CheckpointError, convert_reference_state_dict, load_checkpoint_file,
                                        load_state_dict_strict, split_checkpoint)
-from fastreid.utils.errors import INPUT_ERRORS, debug_enabled, message_of, print_error
+from fastreid.utils.errors import INPUT_ERRORS, debug_enabled, is_input_error, message_of, print_error
 from fastreid.utils.file_io import remove_stale_temporaries
 from fastreid.utils.logger import setup_logger
 
@@ -261,9 +261,10 @@ def run_command(main: Callable[[argparse.Namespace], Any], args: argparse.Namesp
         if getattr(e, "fastreid_logged", False):
             print_error(f"{message_of(e)} (stopped by {type(e).__name__}; traceback above and in OUTPUT_DIR/log.txt)")
             raise SystemExit(1) from None
-        if not isinstance(e, USER_ERRORS) or debug_enabled():
+        expected = is_input_error(e, USER_ERRORS)
+        if not expected or debug_enabled():
             traceback.print_exc()
-        if not isinstance(e, USER_ERRORS):
+        if not expected:
             print_error(f"unexpected {type(e).__name__}: {message_of(e)} (a bug in fastreid: please report it "
                         f"with the traceback above)")
         else:

@@ -13,18 +13,20 @@ import re
 import sys
 import traceback
 import types
-from typing import Any, Callable, List, NoReturn, Optional, Sequence, Type
+from typing import Any, Callable, List, NoReturn, Optional, Sequence, Set, Tuple, Type
 
 # Environment variable that adds the traceback to the error line of bad input.
 DEBUG_ENV = "FASTREID_DEBUG"
 # Exception classes that describe bad input or a bad environment (their messages name the file or key).
 INPUT_ERRORS: tuple = (OSError, ValueError, KeyError, ImportError)
-# A DataLoader worker's error comes back with the worker's traceback inside its message.
-_WORKER_TRACEBACK = "Original Traceback (most recent call last):"
+# An error of a DataLoader worker, or of a process started by launch(), comes back with that process's
+# traceback inside its message, after one of these lines.
+_CHILD_TRACEBACKS = ("Original Traceback (most recent call last):", "terminated with the following error:")
+_LAST_LINE = re.compile(r"^([\w.]+): (.*)$")
 _PREFIXES = re.compile(r"^(Error|Config error): ")
 
-__all__ = ["DEBUG_ENV", "INPUT_ERRORS", "debug_enabled", "message_of", "error_lines", "print_error",
-           "one_line_usage_errors", "run_tool"]
+__all__ = ["DEBUG_ENV", "INPUT_ERRORS", "debug_enabled", "message_of", "is_input_error", "error_lines",
+           "print_error", "one_line_usage_errors", "run_tool"]
 
 
 def debug_enabled() -> bool:
@@ -32,17 +34,46 @@ def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
+def _child_error(text: str) -> Optional[Tuple[str, str]]:
+    """(type name, message) of the error another process raised, when ``text`` carries its traceback."""
+    if not any(marker in text for marker in _CHILD_TRACEBACKS):
+        return None
+    last = [line for line in text.splitlines() if line.strip()][-1].strip()
+    match = _LAST_LINE.match(last)
+    return (match.group(1).rpartition(".")[2], match.group(2)) if match else ("", last)
+
+
 def message_of(error: BaseException) -> str:
     """The message of ``error`` as a user should read it: a KeyError without quotes, an error raised in a
-    DataLoader worker without the worker's traceback, never empty."""
+    DataLoader worker or another process without that process's traceback, never empty."""
     if isinstance(error, KeyError) and len(error.args) == 1 and isinstance(error.args[0], str):
         text = error.args[0]
     else:
         text = str(error)
-    if _WORKER_TRACEBACK in text:
-        last = [line for line in text.splitlines() if line.strip()][-1]
-        text = re.sub(r"^[\w.]+: ", "", last, count=1)
+    child = _child_error(text)
+    if child is not None:
+        text = child[1]
     return text.strip() or type(error).__name__
+
+
+def _names(classes: Sequence[type]) -> Set[str]:
+    found: Set[str] = set()
+    todo = list(classes)
+    while todo:
+        cls = todo.pop()
+        if cls.__name__ not in found:
+            found.add(cls.__name__)
+            todo += cls.__subclasses__()
+    return found
+
+
+def is_input_error(error: BaseException, classes: Sequence[type]) -> bool:
+    """Whether ``error`` is one of ``classes`` (bad input), also when another process raised it (``launch``
+    reports a child's error as its traceback text: the type is matched by name)."""
+    if isinstance(error, tuple(classes)):
+        return True
+    child = _child_error(str(error))
+    return child is not None and child[0] in _names(classes)
 
 
 def error_lines(message: str) -> List[str]:
@@ -94,12 +125,12 @@ def run_tool(main: Callable[..., Optional[int]], *args: Any, input_errors: Seque
             print_error(e.code)
             return 1
         return int(e.code or 0)
-    except expected as e:
-        if debug_enabled():
-            traceback.print_exc()
-        print_error(message_of(e))
-        return 1
     except Exception as e:
+        if is_input_error(e, expected):
+            if debug_enabled():
+                traceback.print_exc()
+            print_error(message_of(e))
+            return 1
         traceback.print_exc()
         print_error(f"unexpected {type(e).__name__}: {message_of(e)} (a bug in fastreid: please report it with "
                     f"the traceback above)")
