@@ -125,7 +125,8 @@ def test_colour_jitter_keeps_range():
 @pytest.mark.parametrize("key,value,match", [
     ("INPUT.REA.VALUE", [0.5, 0.5], "INPUT.REA.VALUE"),
     ("INPUT.AUTOAUG.POLICY", "mine", "INPUT.AUTOAUG.POLICY"),
-    ("INPUT.SIZE_TRAIN", [16], "INPUT.SIZE_TRAIN"),
+    ("INPUT.SIZE_TRAIN", [16, 8, 4], "INPUT.SIZE_TRAIN"),
+    ("INPUT.SIZE_TRAIN", [-16], "INPUT.SIZE_TRAIN"),
     ("INPUT.FLIP.PROB", 2.0, "INPUT.FLIP.PROB"),
 ])
 def test_bad_input_config_names_the_key(key, value, match):

@@ -132,6 +132,7 @@ class CfgNode(_YacsCfgNode):
         ignored: List[Tuple[str, Any, str]] = []
         self._merge_mapping(data, sources, ignored=ignored)
         fastreid_compat.report_ignored(ignored)
+        fastreid_compat.record_unapplied(self, ignored)
 
     def merge_from_list(self, cfg_list: List[str]) -> None:
         """Merge ``KEY VALUE`` pairs given on the command line (values parsed by :func:`_parse_literal`)."""
@@ -150,6 +151,7 @@ class CfgNode(_YacsCfgNode):
             node, leaf = self._locate(key, where)
             node._set_checked(leaf, _parse_literal(raw), key, where)
         fastreid_compat.report_ignored(ignored)
+        fastreid_compat.record_unapplied(self, ignored)
 
     def _merge_mapping(self, data: Dict[str, Any], sources: Dict[str, str], prefix: str = "",
                        ignored: Optional[List[Tuple[str, Any, str]]] = None) -> None:

@@ -110,12 +110,22 @@ _C.MODEL.LOSSES.COSFACE.SCALE = 1.0
 
 # Input pipeline
 _C.INPUT = CN()
-# Training image size [height, width].
+# Training image size [height, width]; one value [S] resizes the shorter side to S keeping the aspect (fast-reid), [0] keeps the image size.
 _C.INPUT.SIZE_TRAIN = [256, 128]
-# Test image size [height, width].
+# Test image size [height, width]; one value [S] resizes the shorter side to S, [0] keeps the image size.
 _C.INPUT.SIZE_TEST = [256, 128]
 # Read images as 8-bit grayscale repeated to 3 channels (as the reference); False reads RGB.
 _C.INPUT.GRAYSCALE = True
+
+_C.INPUT.CROP = CN()
+# After the resize: a random resized crop in training, a centre crop at test time (fast-reid's INPUT.CROP).
+_C.INPUT.CROP.ENABLED = False
+# Crop size [height, width], or [S] for S x S.
+_C.INPUT.CROP.SIZE = [224, 224]
+# Training crop: range of the area fraction of the image that is cropped.
+_C.INPUT.CROP.SCALE = [0.16, 1]
+# Training crop: range of the aspect ratio (width / height) of the crop.
+_C.INPUT.CROP.RATIO = [3.0 / 4.0, 4.0 / 3.0]
 
 _C.INPUT.FLIP = CN()
 # Random horizontal flip during training.
@@ -361,10 +371,6 @@ _C.TEST.RERANK = CN()
 # k-reciprocal re-ranking.
 _C.TEST.RERANK.ENABLED = False
 # k1 of k-reciprocal re-ranking.
-# TEST.AQE.AUTO: one-sided confidence (paired bootstrap over queries, Bonferroni over candidates) that an expansion's gain is real; 0: any mean gain.
-_C.TEST.AQE.AUTO_CONFIDENCE = 0.95
-# TEST.AQE.AUTO: the gain's lower confidence bound must exceed this many points of AUTO_CRITERION.
-_C.TEST.AQE.AUTO_MIN_GAIN = 0.0
 _C.TEST.RERANK.K1 = 20
 # k2 of k-reciprocal re-ranking.
 _C.TEST.RERANK.K2 = 6

@@ -153,8 +153,6 @@ FASTREID_DEFAULTS: Dict[str, Any] = {
 _VIT = "Vision Transformer backbone option; only the ResNet family is implemented here"
 _KD = "knowledge distillation (fast-reid's Distiller meta-architecture), not implemented here"
 _FOCAL = "focal loss option; fast-reid itself never reads it, and MODEL.LOSSES.NAME has no focal loss here"
-_CROP = ("random resized crop in training and a centre crop at test time (fast-reid's INPUT.CROP); "
-         "not applied here")
 _AUGMIX = "AugMix augmentation in training; not applied here"
 _RPT = "random patch augmentation in training; not applied here"
 
@@ -173,10 +171,6 @@ IGNORED: Dict[str, str] = {
     "KD.MODEL_WEIGHTS": _KD,
     "KD.EMA.ENABLED": _KD,
     "KD.EMA.MOMENTUM": _KD,
-    "INPUT.CROP.ENABLED": _CROP,
-    "INPUT.CROP.SIZE": _CROP,
-    "INPUT.CROP.SCALE": _CROP,
-    "INPUT.CROP.RATIO": _CROP,
     "INPUT.AFFINE.ENABLED": "random affine augmentation in training; not applied here",
     "INPUT.AUGMIX.ENABLED": _AUGMIX,
     "INPUT.AUGMIX.PROB": _AUGMIX,
@@ -235,6 +229,28 @@ def report_ignored(found: List[Tuple[str, Any, str]]) -> None:
                            FASTREID_DEFAULTS[key], IGNORED[key])
 
 
+# Where a config keeps the fast-reid values it was given that have no effect here (in the node's __dict__,
+# which yacs' clone copies, not among its keys).
+_UNAPPLIED = "_fastreid_unapplied"
+
+
+def record_unapplied(cfg: Any, found: List[Tuple[str, Any, str]]) -> None:
+    """Remember on ``cfg`` the ignored keys whose value differs from fast-reid's default, for the preflight."""
+    store = cfg.__dict__.setdefault(_UNAPPLIED, {})
+    for key, value, where in found:
+        if _same(value, FASTREID_DEFAULTS[key]):
+            store.pop(key, None)
+        else:
+            store[key] = (value, where)
+
+
+def unapplied_values(cfg: Any) -> List[str]:
+    """One error line per fast-reid key of ``cfg`` set to a value this project does not implement."""
+    return [f"{key} = {value!r} ({where}) is a fast-reid setting that is not implemented here ({IGNORED[key]}); "
+            f"remove it or set fast-reid's default {FASTREID_DEFAULTS[key]!r}"
+            for key, (value, where) in sorted(cfg.__dict__.get(_UNAPPLIED, {}).items())]
+
+
 def forget_reported() -> None:
     """Start a new run in this process: ignored keys are reported again."""
     _reported.clear()
@@ -261,4 +277,4 @@ def render_markdown(our_defaults: Dict[str, Any]) -> str:
 
 
 __all__ = ["FASTREID_DEFAULTS", "IGNORED", "fastreid_key_status", "is_ignored_group", "report_ignored",
-           "forget_reported", "render_markdown"]
+           "record_unapplied", "unapplied_values", "forget_reported", "render_markdown"]

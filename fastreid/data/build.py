@@ -1,18 +1,19 @@
 """Builders of the training and test data loaders (the only entry points the engine uses)."""
 from __future__ import annotations
 
+import inspect
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from fastreid.config import CfgNode, ConfigError
 from fastreid.utils import comm
 from fastreid.utils.registry import DATASET_REGISTRY
 
-from .common import CommDataset
+from .common import CommDataset, SeededDataset
 from .datasets import ImageDataset, datasets_root
 from .prepare import resolve_root
 from .samplers import BalancedIdentitySampler, InferenceSampler, NaiveIdentitySampler, TrainingSampler
@@ -21,6 +22,9 @@ from .transforms import build_transforms
 logger = logging.getLogger(__name__)
 
 _TRAIN_SAMPLERS = ("TrainingSampler", "NaiveIdentitySampler", "BalancedIdentitySampler")
+# fast-reid's module-level datasets root, read once at import ($FASTREID_DATASETS, else "datasets"); code
+# written for fast-reid builds datasets as DATASET_REGISTRY.get(name)(root=_root). Ours read DATASETS.ROOT.
+_root = os.getenv("FASTREID_DATASETS", "datasets")
 
 
 def load_dataset(cfg: CfgNode, name: str, image_size: Optional[Sequence[int]] = None,
@@ -33,7 +37,11 @@ def load_dataset(cfg: CfgNode, name: str, image_size: Optional[Sequence[int]] = 
     root = datasets_root(cfg)
     if image_size is not None:
         root = resolve_root(cfg, root, image_size, training)
-    return DATASET_REGISTRY.get(name)(root=root, cfg=cfg)
+    cls = DATASET_REGISTRY.get(name)
+    params = inspect.signature(cls).parameters.values()
+    if any(p.name == "cfg" or p.kind is p.VAR_KEYWORD for p in params):
+        return cls(root=root, cfg=cfg)
+    return cls(root=root)  # a class written for fast-reid without **kwargs
 
 
 def _on_cuda(cfg: CfgNode) -> bool:
@@ -104,46 +112,86 @@ def build_train_sampler(cfg: CfgNode, pids: List[object], seed: int, start_iter:
     raise ConfigError(f"DATALOADER.SAMPLER_TRAIN must be one of {_TRAIN_SAMPLERS}, got {name!r}")
 
 
-def build_reid_train_loader(cfg: CfgNode, start_iter: int = 0) -> DataLoader:
+def build_reid_train_loader(cfg: CfgNode, start_iter: int = 0, *, train_set: Optional[Dataset] = None,
+                            transforms: Optional[Callable] = None, sampler: Optional[Sampler] = None,
+                            **kwargs: Any) -> DataLoader:
     """An infinite loader of training batches for this process.
 
     Batches are dicts with ``images`` (float ``B x 3 x H x W``, 0..255), ``targets`` (int64 ids
     0..N-1), ``camids`` and ``img_paths``; ``B = SOLVER.IMS_PER_BATCH // world_size``. The stream is
     a pure function of ``SEED`` and the position, so ``start_iter=k`` continues a run exactly at
     iteration ``k``. A negative ``SEED`` draws one seed shared by all processes.
+
+    fast-reid's keywords: ``train_set`` (any map-style dataset, e.g. a project's own, used instead of
+    ``DATASETS.NAMES``; its items are drawn by the configured sampler, seeded per sample as ours),
+    ``transforms`` (instead of the ``INPUT.*`` pipeline) and ``sampler`` (a sampler of plain indices, used as
+    given: no exact resume). Other keywords (fast-reid passes ``combineall``) are accepted; the config has them.
     """
-    items: List[Tuple[str, object, int]] = []
-    origins: Dict[str, str] = {}
-    for name in cfg.DATASETS.NAMES:
-        ds = load_dataset(cfg, name, cfg.INPUT.SIZE_TRAIN, training=True)
-        check_nonempty(ds, name, "train")
-        # Integer ids of user datasets get the dataset prefix too, so that datasets never collide.
-        items += [(p, pid if isinstance(pid, str) else f"{name}_{pid}", cam) for p, pid, cam in ds.train]
-        origins.update(getattr(ds, "origins", {}))
-    dataset = CommDataset(items, build_transforms(cfg, is_train=True), relabel=True,
-                          grayscale=bool(cfg.INPUT.GRAYSCALE), origins=origins)
-    seed = int(cfg.SEED) if int(cfg.SEED) >= 0 else int(comm.shared_random_seed())
+    if train_set is None:
+        items: List[Tuple[str, object, int]] = []
+        origins: Dict[str, str] = {}
+        for name in cfg.DATASETS.NAMES:
+            ds = load_dataset(cfg, name, cfg.INPUT.SIZE_TRAIN, training=True)
+            check_nonempty(ds, name, "train")
+            # Integer ids of user datasets get the dataset prefix too, so that datasets never collide.
+            items += [(p, pid if isinstance(pid, str) else f"{name}_{pid}", cam) for p, pid, cam in ds.train]
+            origins.update(getattr(ds, "origins", {}))
+        dataset: Dataset = CommDataset(items, transforms or build_transforms(cfg, is_train=True), relabel=True,
+                                       grayscale=bool(cfg.INPUT.GRAYSCALE), origins=origins)
+    else:
+        dataset = train_set if isinstance(train_set, CommDataset) else SeededDataset(train_set)
     world, rank = comm.get_world_size(), comm.get_rank()
-    sampler = build_train_sampler(cfg, dataset.pids, seed, start_iter, rank, world, camids=dataset.camids)
+    local_batch = int(cfg.SOLVER.IMS_PER_BATCH) // world
+    if sampler is not None:
+        logger.info("Training set: %d images; the caller's %s, %d images per process per batch", len(dataset),
+                    type(sampler).__name__, local_batch)
+        batch_sampler = BatchSampler(sampler, local_batch, drop_last=True)
+        return DataLoader(dataset, batch_sampler=batch_sampler, **_loader_kwargs(cfg))
+    seed = int(cfg.SEED) if int(cfg.SEED) >= 0 else int(comm.shared_random_seed())
+    pids, camids = _item_labels(dataset, cfg)
+    ours = build_train_sampler(cfg, pids, seed, start_iter, rank, world, camids=camids)
     logger.info("Training set: %d images, %d ids; %s, seed %d, %d images per process per batch, from iteration %d",
-                len(dataset), dataset.num_classes, type(sampler).__name__, seed, sampler.local_batch_size, start_iter)
-    batch_sampler = BatchSampler(sampler, sampler.local_batch_size, drop_last=True)
+                len(dataset), getattr(dataset, "num_classes", -1), type(ours).__name__, seed, ours.local_batch_size,
+                start_iter)
+    batch_sampler = BatchSampler(ours, ours.local_batch_size, drop_last=True)
     return DataLoader(dataset, batch_sampler=batch_sampler, **_loader_kwargs(cfg))
 
 
-def build_reid_test_loader(cfg: CfgNode, dataset_name: str) -> Tuple[DataLoader, int]:
+def _item_labels(dataset: Dataset, cfg: CfgNode) -> Tuple[List[object], Optional[List[object]]]:
+    """Per-item ids and cameras for the sampler: ours, or from a fast-reid-style ``img_items`` list; a
+    dataset without either can only be drawn by ``TrainingSampler``."""
+    if isinstance(dataset, CommDataset):
+        return dataset.pids, dataset.camids
+    items = getattr(dataset, "img_items", None)
+    if items is not None and all(isinstance(it, (list, tuple)) and len(it) >= 3 for it in items):
+        return [it[1] for it in items], [it[2] for it in items]
+    if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+        raise ConfigError(f"DATALOADER.SAMPLER_TRAIN is {cfg.DATALOADER.SAMPLER_TRAIN!r}, which groups images by "
+                          f"identity, but the training set {type(dataset).__name__} has no img_items of "
+                          f"(path, id, camera): use TrainingSampler")
+    return [0] * len(dataset), None
+
+
+def build_reid_test_loader(cfg: CfgNode, dataset_name: Optional[str] = None, *, test_set: Optional[Dataset] = None,
+                           num_query: int = 0, transforms: Optional[Callable] = None,
+                           **kwargs: Any) -> Tuple[DataLoader, int]:
     """A loader over the query items then the gallery items of ``dataset_name``, in list order.
 
     Under DDP each process reads a contiguous shard, so gathering its outputs in rank order
     restores dataset order. Returns the loader and the number of queries; ``loader.dataset.labeled``
-    is False for sets without ids (pids are then -1).
+    is False for sets without ids (pids are then -1). fast-reid's keywords: ``test_set`` (any map-style
+    dataset, read in order; ``num_query`` is then returned as given) and ``transforms``.
     """
-    ds = load_dataset(cfg, dataset_name, cfg.INPUT.SIZE_TEST)
-    check_nonempty(ds, dataset_name, "query", "gallery")
-    dataset = CommDataset(list(ds.query) + list(ds.gallery), build_transforms(cfg, is_train=False), relabel=False,
-                          grayscale=bool(cfg.INPUT.GRAYSCALE), origins=getattr(ds, "origins", {}),
-                          labeled=bool(getattr(ds, "labeled", True)))
+    if test_set is None:
+        if dataset_name is None:
+            raise ValueError("build_reid_test_loader needs dataset_name (a DATASETS.TESTS name) or test_set")
+        ds = load_dataset(cfg, dataset_name, cfg.INPUT.SIZE_TEST)
+        check_nonempty(ds, dataset_name, "query", "gallery")
+        test_set = CommDataset(list(ds.query) + list(ds.gallery), transforms or build_transforms(cfg, is_train=False),
+                               relabel=False, grayscale=bool(cfg.INPUT.GRAYSCALE), origins=getattr(ds, "origins", {}),
+                               labeled=bool(getattr(ds, "labeled", True)))
+        num_query = len(ds.query)
     world, rank = comm.get_world_size(), comm.get_rank()
     batch = max(1, resolve_test_batch(cfg) // world)
-    batch_sampler = BatchSampler(InferenceSampler(len(dataset), rank, world), batch, drop_last=False)
-    return DataLoader(dataset, batch_sampler=batch_sampler, **_loader_kwargs(cfg)), len(ds.query)
+    batch_sampler = BatchSampler(InferenceSampler(len(test_set), rank, world), batch, drop_last=False)
+    return DataLoader(test_set, batch_sampler=batch_sampler, **_loader_kwargs(cfg)), num_query

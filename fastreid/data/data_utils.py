@@ -1,7 +1,7 @@
 """Reading images exactly as the reference pipeline does (PIL, EXIF transpose, grayscale to 3 channels)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 from PIL import Image, ImageOps
 
@@ -19,7 +19,14 @@ def to_model_mode(img: Image.Image, grayscale: bool = True) -> Image.Image:
     return img.convert("RGB")
 
 
-def read_image(path: str, grayscale: bool = True, origin: Optional[str] = None) -> Image.Image:
+def _in_format(img: Image.Image, fmt: str) -> Image.Image:
+    """fast-reid's ``read_image(path, format)`` conversion."""
+    if fmt == "BGR":
+        return Image.merge("RGB", img.convert("RGB").split()[::-1])
+    return img.convert(fmt)
+
+
+def read_image(path: str, grayscale: Union[bool, str] = True, origin: Optional[str] = None) -> Image.Image:
     """Open ``path`` as a 3-channel 8-bit PIL image.
 
     With ``grayscale`` the picture is converted to 8-bit luminance and the one channel repeated
@@ -27,7 +34,8 @@ def read_image(path: str, grayscale: bool = True, origin: Optional[str] = None) 
 
     Args:
         path: image file.
-        grayscale: read as grayscale repeated to RGB (True) or as RGB (False).
+        grayscale: read as grayscale repeated to RGB (True) or as RGB (False); a string is fast-reid's
+            ``format`` argument instead: a PIL mode ("RGB", "L", ...) or "BGR" (RGB with the channels reversed).
         origin: where the path came from (e.g. ``"lists/train.txt:12"``), quoted in errors.
 
     Returns:
@@ -36,6 +44,8 @@ def read_image(path: str, grayscale: bool = True, origin: Optional[str] = None) 
     where = f" (listed at {origin})" if origin else ""
     try:
         with Image.open(path) as img:
+            if isinstance(grayscale, str):
+                return _in_format(ImageOps.exif_transpose(img), grayscale)
             return to_model_mode(img, grayscale)
     except FileNotFoundError:
         raise ImageReadError(f"Image not found: {path}{where}") from None

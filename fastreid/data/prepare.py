@@ -74,6 +74,12 @@ def resolve_root(cfg: CfgNode, root: str, size: Sequence[int], training: bool) -
         raise ConfigError(f"DATASETS.PREPARED must be one of {MODES}, got {mode!r}")
     if mode == "never":
         return root
+    if len(size) != 2:
+        # fast-reid's one-value size keeps each image's aspect: there is no single H x W copy to read.
+        if mode == "always":
+            raise ConfigError(f"DATASETS.PREPARED is 'always' but the image size {list(size)} (INPUT.SIZE_TRAIN / "
+                              f"SIZE_TEST) is not [height, width]: prepared copies exist only for a fixed size")
+        return root
     folder = prepared_dir(root, size)
     manifest_path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(manifest_path):

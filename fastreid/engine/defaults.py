@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import torch
 
@@ -119,3 +119,13 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
     logger.info(f"Using seed {seed}")
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
+
+
+def __getattr__(name: str) -> Any:
+    # fast-reid's projects import the trainer and predictor from here; they live in their own modules,
+    # which import this one, so they are looked up on first use.
+    if name in ("DefaultTrainer", "TrainerBase", "DefaultPredictor"):
+        import fastreid.engine as engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

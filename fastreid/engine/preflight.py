@@ -23,6 +23,7 @@ from tabulate import tabulate
 from torch import nn
 
 from fastreid.config import CfgNode
+from fastreid.config.fastreid_compat import unapplied_values
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,6 @@ __all__ = ["PreflightError", "PreflightReport", "DatasetSummary", "preflight", "
            "writes_result", "earlier_run_files", "remove_stale_result"]
 
 # MODEL.WEIGHTS value that asks, explicitly, to evaluate a randomly initialised model.
-RANDOM_WEIGHTS = "random"
 # Problems listed one by one in a report; the rest are counted.
 MAX_LISTED = 20
 
@@ -195,8 +195,8 @@ def _check_names(cfg: CfgNode, report: PreflightReport, train: bool, evaluate: b
     import fastreid.data  # noqa: F401  (registers the datasets)
     import fastreid.modeling  # noqa: F401  (registers backbones, heads, meta-architectures)
     from fastreid.evaluation import search
-    from fastreid.evaluation.qe_tuning import TUNED_METRICS
     from fastreid.evaluation.pipeline import QE_MODES
+    from fastreid.evaluation.qe_tuning import TUNED_METRICS
     from fastreid.evaluation.reid_evaluation import _FEAT_DTYPES
     from fastreid.modeling.backbones.resnet import RESNET_SPECS
     from fastreid.modeling.layers.classifiers import CLASSIFIER_LAYERS
@@ -375,6 +375,7 @@ def preflight(cfg: CfgNode, *, train: bool, evaluate: bool = True, resume: bool 
     if train and not cfg.DATASETS.NAMES:
         report.errors.append("DATASETS.NAMES is empty: there is nothing to train on")
     _try(report, "MODEL.DEVICE", lambda: torch.device(cfg.MODEL.DEVICE))
+    report.errors += unapplied_values(cfg)
     known = _check_names(cfg, report, train, evaluate)
     _check_builders(cfg, report, train)
     if check_weights:

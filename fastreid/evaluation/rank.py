@@ -19,13 +19,20 @@ logger = logging.getLogger(__name__)
 
 
 def evaluate_rank(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
-                  g_camids: np.ndarray, max_rank: int = 50) -> Tuple[np.ndarray, List[float], List[float]]:
+                  g_camids: np.ndarray, max_rank: int = 50, use_metric_cuhk03: bool = False,
+                  use_cython: bool = True) -> Tuple[np.ndarray, List[float], List[float]]:
     """CMC, AP and INP of a ``Q x G`` distance matrix (smaller is closer).
+
+    ``use_cython`` (fast-reid's switch between two implementations) has no effect; fast-reid's CUHK03
+    protocol (``use_metric_cuhk03``) is not implemented and raises.
 
     Returns:
         (cmc, all_AP, all_INP): ``cmc`` has ``max_rank`` entries (fractions); the lists hold one value
         per query that has at least one positive.
     """
+    if use_metric_cuhk03:
+        raise NotImplementedError("evaluate_rank(use_metric_cuhk03=True): the CUHK03 single-shot protocol is not "
+                                  "implemented here; use the default protocol")
     distmat = np.asarray(distmat)
     num_q, num_g = distmat.shape
     if num_g < max_rank:
@@ -39,3 +46,11 @@ def evaluate_rank(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q
     if not valid.any():
         raise ValueError("evaluate_rank: no query has a positive in the gallery")
     return cmc_curve(pq.first_rank[valid], max_rank), pq.ap[valid].tolist(), pq.inp[valid].tolist()
+
+
+def __getattr__(name: str):
+    if name == "eval_market1501":  # fast-reid's inner function: the error names the alternative
+        from fastreid.compat.api import refuse
+
+        raise refuse(__name__, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

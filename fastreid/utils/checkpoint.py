@@ -21,7 +21,7 @@ from tabulate import tabulate
 from torch import nn
 
 from fastreid.utils import comm
-from fastreid.utils.file_io import atomic_open
+from fastreid.utils.file_io import PathManager, atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -382,7 +382,8 @@ class Checkpointer:
         return self.load(path, checkpointables=[])
 
 
-__all__ = ["Checkpointer", "CheckpointError", "LoadReport", "TRAINING_ONLY_KEYS", "convert_reference_state_dict",
+__all__ = ["Checkpointer", "CheckpointError", "PathManager", "LoadReport", "TRAINING_ONLY_KEYS",
+           "convert_reference_state_dict",
            "diff_state_dict", "likely_causes", "load_state_dict_reported", "load_state_dict_strict",
            "load_checkpoint_file", "split_checkpoint", "unwrap_model"]
 

@@ -5,7 +5,7 @@ import contextlib
 import glob
 import os
 import tempfile
-from typing import IO, Iterator, List
+from typing import IO, Any, Iterator, List
 
 # mkstemp names: "<final name>.<8 random characters>.tmp".
 _TMP_SUFFIX = ".tmp"
@@ -53,3 +53,40 @@ def remove_stale_temporaries(folder: str) -> List[str]:
                 os.remove(path)
                 removed.append(path)
     return removed
+
+
+class PathManager:
+    """fast-reid's file-system facade (from iopath), for local paths: ``open``, ``exists``, ``isfile``,
+    ``isdir``, ``ls``, ``mkdirs``, ``rm`` and ``get_local_path``, as static methods."""
+
+    @staticmethod
+    def open(path: str, mode: str = "r", **kwargs: Any) -> IO:
+        return open(path, mode, **kwargs)
+
+    @staticmethod
+    def exists(path: str) -> bool:
+        return os.path.exists(path)
+
+    @staticmethod
+    def isfile(path: str) -> bool:
+        return os.path.isfile(path)
+
+    @staticmethod
+    def isdir(path: str) -> bool:
+        return os.path.isdir(path)
+
+    @staticmethod
+    def ls(path: str) -> List[str]:
+        return sorted(os.listdir(path))
+
+    @staticmethod
+    def mkdirs(path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    @staticmethod
+    def rm(path: str) -> None:
+        os.remove(path)
+
+    @staticmethod
+    def get_local_path(path: str) -> str:
+        return path

@@ -65,7 +65,7 @@ class ImageFolderRetrieval(ImageDataset):
     """
 
     def __init__(self, root: str = "", cfg: Optional[CfgNode] = None) -> None:
-        super().__init__(root, cfg)
+        super().__init__(root=root, cfg=cfg)
         custom = (cfg or get_cfg()).DATASETS.CUSTOM
         if not custom.FOLDER:
             raise ConfigError("ImageFolderRetrieval needs DATASETS.CUSTOM.FOLDER (one sub-folder per identity)")
@@ -93,7 +93,7 @@ class ImageFolderRetrieval(ImageDataset):
             self.query, self.gallery = split_query_gallery(test, labels, rng)
         self.train = [(f, self.train_pid(n), 0) for n, files in train.items() for f in files]
         if cfg is not None and cfg.DATASETS.COMBINEALL:
-            self.combine_test_into_train()
+            self.combine_all()
         self.finish()
 
 
@@ -104,7 +104,7 @@ class ListFileDataset(ImageDataset):
     An empty list key leaves that split empty (e.g. a test-only dataset)."""
 
     def __init__(self, root: str = "", cfg: Optional[CfgNode] = None) -> None:
-        super().__init__(root, cfg)
+        super().__init__(root=root, cfg=cfg)
         custom = (cfg or get_cfg()).DATASETS.CUSTOM
         if not (custom.TRAIN_LIST or custom.QUERY_LIST or custom.GALLERY_LIST):
             raise ConfigError("ListFileDataset needs DATASETS.CUSTOM.TRAIN_LIST and/or QUERY_LIST + GALLERY_LIST")
@@ -118,5 +118,5 @@ class ListFileDataset(ImageDataset):
         self.query = load("QUERY_LIST")
         self.gallery = load("GALLERY_LIST")
         if cfg is not None and cfg.DATASETS.COMBINEALL:
-            self.combine_test_into_train()
+            self.combine_all()
         self.finish()

@@ -26,7 +26,7 @@ class DeepPatent(ImageDataset):
     validate with ``val_query_patent.txt`` against ``val_db_patent.txt``."""
 
     def __init__(self, root: str = "", cfg: Optional[CfgNode] = None) -> None:
-        super().__init__(root, cfg)
+        super().__init__(root=root, cfg=cfg)
         data_dir = os.path.join(self.root, "train_data")
         lists = {k: os.path.join(data_dir, f) for k, f in (
             ("trn", "train_patent_trn.txt"), ("val", "train_patent_val.txt"),
@@ -70,7 +70,7 @@ class DeepPatentTest(ImageDataset):
     labeled = False
 
     def __init__(self, root: str = "", cfg: Optional[CfgNode] = None) -> None:
-        super().__init__(root, cfg)
+        super().__init__(root=root, cfg=cfg)
         base = find_codalab_root(self.root)
         splits = (("query", "test_queries.txt", "queries"), ("gallery", "test_database.txt", "database"))
         for split, name, folder in splits:

@@ -6,7 +6,7 @@ All randomness comes from torch's generator, which the dataset seeds per sample 
 """
 from __future__ import annotations
 
-from typing import Callable, List, Sequence
+from typing import Callable, List, Sequence, Union
 
 import torch
 from torchvision.transforms import InterpolationMode
@@ -31,6 +31,27 @@ def _size(value: Sequence[int], key: str) -> List[int]:
     if len(value) != 2 or any(int(v) <= 0 for v in value):
         raise ConfigError(f"{key} must be [height, width] with positive integers, got {list(value)}")
     return [int(v) for v in value]
+
+
+def _resize(value: Sequence[int], key: str) -> list:
+    """The resize step of a size key: ``[H, W]`` exactly, fast-reid's ``[S]`` (shorter side S, aspect kept)
+    or ``[0]`` (none)."""
+    if len(value) == 1 and int(value[0]) == 0:
+        return []
+    size = int(value[0]) if len(value) == 1 and int(value[0]) > 0 else _size(value, key)
+    return [T.Resize(size, interpolation=InterpolationMode.BICUBIC)]
+
+
+def _crop_size(value: Sequence[int]) -> Union[int, List[int]]:
+    if len(value) == 1 and int(value[0]) > 0:
+        return int(value[0])
+    return _size(value, "INPUT.CROP.SIZE")
+
+
+def _range(value: Sequence[float], key: str) -> List[float]:
+    if len(value) != 2 or not 0 < float(value[0]) <= float(value[1]):
+        raise ConfigError(f"{key} must be [low, high] with 0 < low <= high, got {list(value)}")
+    return [float(v) for v in value]
 
 
 def _prob(value: float, key: str) -> float:
@@ -81,19 +102,25 @@ def build_transforms(cfg: CfgNode, is_train: bool = True) -> T.Compose:
     Train order (as the reference): AutoAugment (with probability, on the image as read, before
     the resize, like the challenge code), bicubic resize, the drawing augmentations of
     ``INPUT.DRAWING`` (ours; all off by default), flip, pad + random crop, colour jitter (with
-    probability), to tensor, random erasing.
-    Test: bicubic resize to ``SIZE_TEST`` on the PIL image, to tensor.
+    probability), to tensor, random erasing; with ``INPUT.CROP`` a random resized crop follows the resize.
+    Test: bicubic resize to ``SIZE_TEST`` on the PIL image (then a centre crop with ``INPUT.CROP``), to tensor.
+    Sizes are ``[H, W]``, or fast-reid's ``[S]`` (shorter side S, aspect kept) and ``[0]`` (no resize).
     """
     inp = cfg.INPUT
     if not is_train:
-        size = _size(inp.SIZE_TEST, "INPUT.SIZE_TEST")
-        return T.Compose([T.Resize(size, interpolation=InterpolationMode.BICUBIC), to_float_tensor()])
+        steps: list = _resize(inp.SIZE_TEST, "INPUT.SIZE_TEST")
+        if inp.CROP.ENABLED:
+            steps.append(T.CenterCrop(_crop_size(inp.CROP.SIZE)))
+        return T.Compose(steps + [to_float_tensor()])
 
-    size = _size(inp.SIZE_TRAIN, "INPUT.SIZE_TRAIN")
-    steps: list = []
+    steps = []
     if inp.AUTOAUG.ENABLED:
         steps.append(T.RandomApply([_autoaugment(inp.AUTOAUG)], p=_prob(inp.AUTOAUG.PROB, "INPUT.AUTOAUG.PROB")))
-    steps.append(T.Resize(size, interpolation=InterpolationMode.BICUBIC))
+    steps += _resize(inp.SIZE_TRAIN, "INPUT.SIZE_TRAIN")
+    if inp.CROP.ENABLED:
+        steps.append(T.RandomResizedCrop(_crop_size(inp.CROP.SIZE), scale=_range(inp.CROP.SCALE, "INPUT.CROP.SCALE"),
+                                         ratio=_range(inp.CROP.RATIO, "INPUT.CROP.RATIO"),
+                                         interpolation=InterpolationMode.BICUBIC))
     steps += _drawing_steps(inp.DRAWING)
     if inp.FLIP.ENABLED:
         steps.append(T.RandomHorizontalFlip(p=_prob(inp.FLIP.PROB, "INPUT.FLIP.PROB")))
@@ -102,7 +129,10 @@ def build_transforms(cfg: CfgNode, is_train: bool = True) -> T.Compose:
             raise ConfigError(f"INPUT.PADDING.MODE must be one of {_PAD_MODES}, got {inp.PADDING.MODE!r}")
         if int(inp.PADDING.SIZE) < 0:
             raise ConfigError(f"INPUT.PADDING.SIZE must be >= 0, got {inp.PADDING.SIZE}")
-        steps += [T.Pad(int(inp.PADDING.SIZE), padding_mode=inp.PADDING.MODE), T.RandomCrop(size)]
+        if len(inp.SIZE_TRAIN) == 1 and int(inp.SIZE_TRAIN[0]) <= 0:
+            raise ConfigError("INPUT.PADDING.ENABLED crops back to INPUT.SIZE_TRAIN, which is [0] (no size)")
+        crop = int(inp.SIZE_TRAIN[0]) if len(inp.SIZE_TRAIN) == 1 else _size(inp.SIZE_TRAIN, "INPUT.SIZE_TRAIN")
+        steps += [T.Pad(int(inp.PADDING.SIZE), padding_mode=inp.PADDING.MODE), T.RandomCrop(crop)]
     if inp.CJ.ENABLED:
         jitter = T.ColorJitter(inp.CJ.BRIGHTNESS, inp.CJ.CONTRAST, inp.CJ.SATURATION, inp.CJ.HUE)
         steps.append(T.RandomApply([jitter], p=_prob(inp.CJ.PROB, "INPUT.CJ.PROB")))

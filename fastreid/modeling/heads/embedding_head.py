@@ -22,7 +22,7 @@ class EmbeddingHead(nn.Module):
     with bias frozen at 0), ``weight`` (num_classes x D, absent when num_classes is 0).
     Eval mode returns the neck output ``B x D``. Training returns ``cls_outputs`` (logits after the
     classifier layer's margin and scale, None without classifier), ``pred_class_logits`` (scaled logits
-    without margin, for accuracy) and ``features`` (before or after the neck, for the metric losses).
+    without margin, with gradient as in fast-reid: distillation losses train through them) and ``features`` (before or after the neck, for the metric losses).
     """
 
     def __init__(self, cfg) -> None:
@@ -70,5 +70,5 @@ class EmbeddingHead(nn.Module):
             else:
                 logits = F.linear(neck_feat, self.weight)
             out["cls_outputs"] = self.cls_layer(logits, targets)
-            out["pred_class_logits"] = logits.detach() * self.cls_layer.s
+            out["pred_class_logits"] = logits * self.cls_layer.s
         return out
