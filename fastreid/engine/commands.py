@@ -9,21 +9,19 @@ import argparse
 import logging
 import os
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Tuple
-
-from torch import nn
+from typing import Any, Callable, Dict, List, Tuple
 
 from fastreid.config import CfgNode, ConfigError
+from fastreid.modeling.eval_model import build_eval_model, eval_config
 from fastreid.utils import comm
-from fastreid.utils.checkpoint import (CheckpointError, convert_reference_state_dict, load_checkpoint_file,
-                                       load_state_dict_strict, split_checkpoint)
+from fastreid.utils.checkpoint import CheckpointError
 from fastreid.utils.errors import INPUT_ERRORS, debug_enabled, is_input_error, message_of, print_error
 from fastreid.utils.file_io import remove_stale_temporaries
 from fastreid.utils.logger import setup_logger
 
 from .defaults import default_setup, setup_cfg
 from .launch import launch
-from .preflight import RANDOM_WEIGHTS, PreflightError, PreflightReport, preflight, remove_stale_result
+from .preflight import PreflightError, PreflightReport, preflight, remove_stale_result
 from .run_checks import NOT_CHECKED, run_checks
 from .stages import has_stages, plan_stages, previous_stage_weights, run_stages, stage_config
 from .trainer import DefaultTrainer
@@ -48,18 +46,6 @@ def _eval_stage_cfg(args: argparse.Namespace) -> CfgNode:
         cfg.defrost()
         cfg.MODEL.WEIGHTS = previous_stage_weights(last.output_dir)
         cfg.freeze()
-    return cfg
-
-
-def eval_config(cfg: CfgNode) -> CfgNode:
-    """``cfg`` for evaluation: the backbone is never initialised from ImageNet (the checkpoint replaces it;
-    offline the download would fail)."""
-    if not cfg.MODEL.BACKBONE.PRETRAIN:
-        return cfg
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.BACKBONE.PRETRAIN = False
-    cfg.freeze()
     return cfg
 
 
@@ -145,40 +131,6 @@ def _ensure_preflight(args: argparse.Namespace) -> None:
     report.log_warnings()
     report.raise_if_failed()
     args.preflight_done = True
-
-
-def build_eval_model(cfg: CfgNode) -> nn.Module:
-    """The model of ``cfg`` in eval mode with ``MODEL.WEIGHTS`` loaded strictly.
-
-    Every key the features depend on must be in the checkpoint with its shape (the classifier is
-    training-only and skipped). When ``MODEL.HEADS.NUM_CLASSES`` is 0 it is taken from the checkpoint's
-    classifier. ``MODEL.WEIGHTS random`` evaluates the initialisation on purpose; empty is an error.
-
-    Raises:
-        ConfigError: MODEL.WEIGHTS is empty.
-        CheckpointError: the file is unreadable or does not fit the model (table and likely cause).
-    """
-    cfg = eval_config(cfg)
-    weights = cfg.MODEL.WEIGHTS
-    state: Optional[Dict[str, Any]] = None
-    if weights == RANDOM_WEIGHTS:
-        logger.warning("MODEL.WEIGHTS random: evaluating a randomly initialised model, as asked")
-    elif not weights:
-        raise ConfigError("MODEL.WEIGHTS is empty: evaluation needs a trained checkpoint (MODEL.WEIGHTS "
-                          f"{RANDOM_WEIGHTS} evaluates an untrained model on purpose)")
-    else:
-        state_dict, _ = split_checkpoint(load_checkpoint_file(weights), weights)
-        state = convert_reference_state_dict(state_dict)
-        if cfg.MODEL.HEADS.NUM_CLASSES == 0 and "heads.weight" in state:
-            cfg = cfg.clone()
-            cfg.defrost()
-            cfg.MODEL.HEADS.NUM_CLASSES = int(state["heads.weight"].shape[0])
-            cfg.freeze()
-    model = DefaultTrainer.build_model(cfg)
-    if state is not None:
-        load_state_dict_strict(model, state, weights)
-    model.eval()
-    return model
 
 
 def evaluate(cfg: CfgNode) -> Dict[str, Any]:

@@ -8,8 +8,7 @@ import torch
 from fastreid.config import CfgNode
 from fastreid.data.preprocess import ImageLike, InferencePreprocess
 from fastreid.evaluation import extract_features
-
-from .commands import build_eval_model
+from fastreid.modeling.eval_model import build_eval_model
 
 
 class DefaultPredictor:

@@ -24,6 +24,7 @@ from torch import nn
 
 from fastreid.config import CfgNode
 from fastreid.config.fastreid_compat import unapplied_values
+from fastreid.modeling.eval_model import RANDOM_WEIGHTS
 
 logger = logging.getLogger(__name__)
 
