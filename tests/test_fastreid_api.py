@@ -92,3 +92,29 @@ def test_evaluate_rank_signature_and_weight_init():
     bn.apply(weights_init_kaiming)
     fc.apply(weights_init_classifier)
     assert torch.equal(bn.weight, torch.ones(4)) and fc.weight.std() < 0.01 and torch.equal(fc.bias, torch.zeros(3))
+
+
+def test_classification_head_and_evaluator():
+    from fastreid.config import get_cfg
+    from fastreid.engine.hooks import flatten_results_dict
+    from fastreid.evaluation.clas_evaluator import ClasEvaluator
+    from fastreid.modeling.heads import ClasHead
+    from fastreid.utils import comm
+
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.FEAT_DIM, cfg.MODEL.HEADS.NUM_CLASSES = 8, 3
+    cfg.MODEL.HEADS.POOL_LAYER = "FastGlobalAvgPool"
+    head = ClasHead(cfg).eval()
+    feats = torch.randn(5, 8, 4, 4)
+    logits = head(feats)
+    assert torch.allclose(logits, feats.mean(dim=(2, 3)) @ head.weight.t(), atol=1e-5)  # no BN neck by default
+    head.train()
+    out = head(feats, torch.tensor([0, 1, 2, 0, 1]))
+    assert out["cls_outputs"].shape == (5, 3) and out["features"].shape == (5, 8)
+    evaluator = ClasEvaluator(cfg)
+    evaluator.reset()
+    evaluator.process({"targets": torch.tensor([0, 1])}, torch.tensor([[2.0, 1.0, 0.0], [3.0, 1.0, 0.0]]))
+    evaluator.process({"targets": torch.tensor([2])}, torch.tensor([[0.0, 0.0, 1.0]]))
+    assert evaluator.evaluate() == pytest.approx({"Acc@1": 200 / 3, "metric": 200 / 3})
+    assert comm.gather({"a": 1}) == [{"a": 1}] and comm.get_local_size() == 1
+    assert flatten_results_dict({"set": {"mAP": 1.0}, "x": 2}) == {"set/mAP": 1.0, "x": 2.0}

@@ -51,6 +51,7 @@ FASTREID_API: List[ApiName] = [
     ApiName(f"{_E}.hooks", "PeriodicCheckpointer", "constructor `(checkpointer, model, period_epochs, eval_hook)`, "
             "not fast-reid's `(checkpointer, period, max_epoch)`"),
     ApiName(f"{_E}.hooks", "EvalHook", "constructor `(period_epochs, eval_function, model)`"),
+    ApiName(f"{_E}.hooks", "flatten_results_dict", "`{set: {metric: x}}` -> `{\"set/metric\": x}`"),
     ApiName(f"{_E}.train_loop", "TrainerBase", "as above"),
     ApiName(f"{_E}.train_loop", "SimpleTrainer", "`SimpleTrainer(model, data_loader, optimizer)`"),
     ApiName(f"{_E}.train_loop", "AMPTrainer", "`SimpleTrainer` with mixed precision on"),
@@ -60,6 +61,8 @@ FASTREID_API: List[ApiName] = [
     ApiName(_EV, "inference_on_dataset", "`(model, data_loader, evaluator, flip_test=False)`"),
     ApiName(_EV, "ReidEvaluator", "`(cfg, num_query, output_dir=None)`; exact metrics without a dense matrix"),
     ApiName(_EV, "print_csv_format", "logs a results dict as a table"),
+    ApiName(f"{_EV}.clas_evaluator", "ClasEvaluator", "`(cfg, output_dir=None)`: top-1 accuracy of class logits "
+            "(`Acc@1`, `metric`)"),
     ApiName(f"{_EV}.rank", "evaluate_rank", "`(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, "
             "use_metric_cuhk03=False, use_cython=True)`; CUHK03's protocol raises, `use_cython` has no effect"),
     ApiName(f"{_EV}.rank", "eval_market1501", "use `fastreid.evaluation.rank.evaluate_rank` (same protocol)", True),
@@ -90,12 +93,15 @@ FASTREID_API: List[ApiName] = [
     ApiName("fastreid.layers.weight_init", "weights_init_classifier", "normal(0, 0.001) for linear layers"),
     ApiName("fastreid.layers", "any_softmax", "`Linear`, `CosSoftmax`, `ArcSoftmax`, `CircleSoftmax` "
             "`(num_classes, scale, margin)`"),
-    ApiName("fastreid.layers", "pooling", "`GlobalAvgPool`, `GeneralizedMeanPoolingP`, ..."),
+    ApiName("fastreid.layers", "pooling", "`GlobalAvgPool`, `FastGlobalAvgPool`, `GeneralizedMeanPoolingP`, ..."),
+    ApiName("fastreid.layers", "IBN", "`IBN(planes, norm)`"),
+    ApiName("fastreid.layers", "SELayer", "`SELayer(channels, reduction=16)`"),
     ApiName(f"{_M}", "build_model", "the meta-architecture of `MODEL.META_ARCHITECTURE` on `MODEL.DEVICE`"),
     ApiName(f"{_M}.backbones", "BACKBONE_REGISTRY", "backbone registry; `build_resnet_backbone` is ours"),
     ApiName(f"{_M}.heads", "EmbeddingHead", "`EmbeddingHead(cfg)`; `pool_layer`, `bottleneck`, `weight`, "
             "`cls_layer`, `neck_feat` as in fast-reid; training returns `cls_outputs`, `pred_class_logits`, "
             "`features`"),
+    ApiName(f"{_M}.heads", "ClasHead", "`EmbeddingHead` returning scaled class logits at test time"),
     ApiName(f"{_M}.heads.build", "REID_HEADS_REGISTRY", "our `HEAD_REGISTRY`"),
     ApiName(f"{_M}.meta_arch", "Baseline", "`@configurable`: `Baseline(cfg)` or from parts; `from_config(cfg)` "
             "returns `backbone`, `heads`, `pixel_mean`, `pixel_std`, `loss_kwargs`; override `losses(outputs, "
@@ -110,8 +116,8 @@ FASTREID_API: List[ApiName] = [
     ApiName(f"{_M}.losses", "pairwise_circleloss", "`(embedding, targets, margin, gamma)`"),
     ApiName(f"{_M}.losses", "pairwise_cosface", "`(embedding, targets, margin, gamma)`"),
     ApiName(f"{_M}.losses", "log_accuracy", "returns the top-1 accuracy (fast-reid writes it to the event storage)"),
-    ApiName(f"{_U}", "comm", "`get_world_size`, `get_rank`, `is_main_process`, `synchronize`, `all_gather`, "
-            "`gather`"),
+    ApiName(f"{_U}", "comm", "`get_world_size`, `get_rank`, `get_local_rank`, `get_local_size`, "
+            "`is_main_process`, `synchronize`, `all_gather`, `gather`, `shared_random_seed`"),
     ApiName(f"{_U}.checkpoint", "Checkpointer", "`Checkpointer(model, save_dir='', **checkpointables)`; `.load(path)` "
             "reads fast-reid and challenge checkpoints"),
     ApiName(f"{_U}.checkpoint", "PathManager", "local-file `PathManager` (`open`, `exists`, `mkdirs`, ...)"),

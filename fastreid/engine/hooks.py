@@ -276,6 +276,11 @@ def _flatten_results(results: Dict[str, Any], prefix: str = "") -> Dict[str, flo
     return out
 
 
+def flatten_results_dict(results: Dict[str, Any]) -> Dict[str, float]:
+    """``{"set": {"mAP": x}}`` -> ``{"set/mAP": x}``, numbers only (fast-reid's name)."""
+    return _flatten_results(results)
+
+
 class EvalHook(_EpochPeriodicHook):
     """Evaluates every ``period`` epochs and after the last iteration.
 
@@ -363,7 +368,8 @@ class PeriodicCheckpointer(HookBase):
         if score is None:
             return
         if score > self.best_metric:
-            logger.info(f"New best (mAP + Rank-1)/2 = {score:.4f} (previous {self.best_metric:.4f}) "
+            logger.info(f"New best metric = {score:.4f} (the evaluator's 'metric', else (mAP + Rank-1)/2; previous "
+                        f"{self.best_metric:.4f}) "
                         f"at iteration {iteration}")
             self.best_metric = score
             self._save("model_best", iteration)

@@ -47,6 +47,22 @@ def all_gather(data: Any) -> List[Any]:
     return out
 
 
+def gather(data: Any, dst: int = 0) -> List[Any]:
+    """Every rank's picklable ``data`` on rank ``dst`` (in rank order); an empty list on the other ranks."""
+    if get_world_size() == 1:
+        return [data]
+    out: List[Any] = [None] * get_world_size() if get_rank() == dst else []
+    dist.gather_object(data, out if get_rank() == dst else None, dst=dst)
+    return out
+
+
+def get_local_size() -> int:
+    """Processes on this machine (torchrun's / launch's LOCAL_WORLD_SIZE; the world size without it)."""
+    import os
+
+    return int(os.environ.get("LOCAL_WORLD_SIZE", get_world_size()))
+
+
 def all_gather_tensor_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` from all ranks along dim 0; gradients flow to the local part only.
 

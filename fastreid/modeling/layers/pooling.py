@@ -45,6 +45,10 @@ class GlobalAvgPool(nn.Module):
         return F.adaptive_avg_pool2d(x, 1)
 
 
+class FastGlobalAvgPool(GlobalAvgPool):
+    """fast-reid's name of a faster average pooling; the same average here."""
+
+
 class GlobalMaxPool(nn.Module):
     """Maximum over all positions."""
 
@@ -66,7 +70,8 @@ class AdaptiveAvgMaxPool(nn.Module):
 
 
 POOLING_LAYERS = {cls.__name__: cls for cls in (
-    GeneralizedMeanPoolingP, GeneralizedMeanPooling, GlobalAvgPool, GlobalMaxPool, AdaptiveAvgMaxPool)}
+    GeneralizedMeanPoolingP, GeneralizedMeanPooling, GlobalAvgPool, FastGlobalAvgPool, GlobalMaxPool,
+    AdaptiveAvgMaxPool)}
 
 
 def build_pooling(name: str, gem_p: float = 3.0) -> nn.Module:
