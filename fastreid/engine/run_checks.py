@@ -102,7 +102,7 @@ def check_weights_fit(cfg: CfgNode, train: bool) -> List[str]:
         if train:
             split_checkpoint(load_checkpoint_file(weights), weights)
             return []
-        from .commands import build_eval_model
+        from fastreid.modeling.eval_model import build_eval_model
 
         cpu = cfg.clone()
         cpu.defrost()
