@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fastreid.data import ImageReadError, load_dataset  # noqa: E402
 from fastreid.engine import default_argument_parser, launch, setup_cfg  # noqa: E402
 from fastreid.evaluation.qe_tuning import QEChoice, recorded_choice  # noqa: E402
+from fastreid.evaluation.reid_evaluation import FEAT_DTYPES  # noqa: E402
 from fastreid.retrieval import (INDEX_TYPES, BuildOptions, Index, build_extractor,  # noqa: E402
                                 collect_images, dataset_items)
 from fastreid.retrieval.file_check import readable_items  # noqa: E402
@@ -51,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (default TEST.SEARCH.NPROBE)")
     p.add_argument("--pq-m", type=int, default=None, help="IVF-PQ sub-quantisers (default TEST.SEARCH.PQ_M: dim/8)")
     p.add_argument("--train-size", type=int, default=0, help="IVF training sample (default max(100000, 39*nlist))")
-    p.add_argument("--dtype", choices=("float32", "float16"), default=None, help="stored features (TEST.FEAT_DTYPE)")
+    p.add_argument("--dtype", choices=tuple(FEAT_DTYPES), default=None, help="stored features (TEST.FEAT_DTYPE)")
     p.add_argument("--dba", action="store_true", help="database-side augmentation (or TEST.DBA.ENABLED)")
     p.add_argument("--qe", nargs=2, type=float, default=None, metavar=("K", "ALPHA"),
                    help="record this query expansion (K 0: none) instead of TEST.AQE's or TEST.AQE.AUTO's choice")

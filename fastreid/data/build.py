@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from fastreid.config import CfgNode, ConfigError
+from fastreid.config.checks import choice_problem
 from fastreid.utils import comm
 from fastreid.utils.registry import DATASET_REGISTRY
 
@@ -21,7 +22,8 @@ from .transforms import build_transforms
 
 logger = logging.getLogger(__name__)
 
-_TRAIN_SAMPLERS = ("TrainingSampler", "NaiveIdentitySampler", "BalancedIdentitySampler")
+# DATALOADER.SAMPLER_TRAIN values.
+TRAIN_SAMPLERS = ("TrainingSampler", "NaiveIdentitySampler", "BalancedIdentitySampler")
 # fast-reid's module-level datasets root, read once at import ($FASTREID_DATASETS, else "datasets"); code
 # written for fast-reid builds datasets as DATASET_REGISTRY.get(name)(root=_root). Ours read DATASETS.ROOT.
 _root = os.getenv("FASTREID_DATASETS", "datasets")
@@ -109,7 +111,15 @@ def build_train_sampler(cfg: CfgNode, pids: List[object], seed: int, start_iter:
     if name == "BalancedIdentitySampler":
         return BalancedIdentitySampler(pids, batch, int(cfg.DATALOADER.NUM_INSTANCE), seed, rank, world_size,
                                        start_iter, camids=camids)
-    raise ConfigError(f"DATALOADER.SAMPLER_TRAIN must be one of {_TRAIN_SAMPLERS}, got {name!r}")
+    raise ConfigError(choice_problem("DATALOADER.SAMPLER_TRAIN", name, TRAIN_SAMPLERS)[0])
+
+
+def validate(cfg: CfgNode) -> List[str]:
+    """Problems with the training loader's values (sampler, instances per identity)."""
+    problems = choice_problem("DATALOADER.SAMPLER_TRAIN", cfg.DATALOADER.SAMPLER_TRAIN, TRAIN_SAMPLERS)
+    if int(cfg.DATALOADER.NUM_INSTANCE) < 1:
+        problems.append(f"DATALOADER.NUM_INSTANCE must be >= 1, got {cfg.DATALOADER.NUM_INSTANCE!r}")
+    return problems
 
 
 def build_reid_train_loader(cfg: CfgNode, start_iter: int = 0, *, train_set: Optional[Dataset] = None,

@@ -9,31 +9,27 @@ turns them into one :class:`PreflightError`. See docs/guarantees.md.
 from __future__ import annotations
 
 import contextlib
-import difflib
-import glob
 import logging
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import torch
 from tabulate import tabulate
 from torch import nn
 
 from fastreid.config import CfgNode
+from fastreid.config.checks import capped_list, choice_problem
 from fastreid.config.fastreid_compat import unapplied_values
 from fastreid.modeling.eval_model import RANDOM_WEIGHTS
+
+from .output_dir import check_outputs, earlier_run_files, remove_stale_result, result_path, writes_result
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["PreflightError", "PreflightReport", "DatasetSummary", "preflight", "RANDOM_WEIGHTS", "result_path",
            "writes_result", "earlier_run_files", "remove_stale_result"]
-
-# MODEL.WEIGHTS value that asks, explicitly, to evaluate a randomly initialised model.
-# Problems listed one by one in a report; the rest are counted.
-MAX_LISTED = 20
 
 
 class PreflightError(RuntimeError):
@@ -104,65 +100,6 @@ class PreflightReport:
         return "\n\n".join(parts)
 
 
-def _capped(items: Sequence[str]) -> str:
-    shown = "\n".join(f"      {x}" for x in items[:MAX_LISTED])
-    more = f"\n      ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
-    return shown + more
-
-
-def result_path(cfg: CfgNode) -> str:
-    """Where the evaluator writes ``result.npy`` for an unlabeled test set."""
-    return cfg.TEST.RESULT_PATH or os.path.join(cfg.OUTPUT_DIR, "result.npy")
-
-
-def writes_result(cfg: CfgNode) -> bool:
-    """Whether evaluating ``cfg`` writes ``result.npy`` (some DATASETS.TESTS set is unlabeled)."""
-    from fastreid.utils.registry import DATASET_REGISTRY
-
-    return any(name in DATASET_REGISTRY and not getattr(DATASET_REGISTRY.get(name), "labeled", True)
-               for name in cfg.DATASETS.TESTS)
-
-
-def remove_stale_result(cfg: CfgNode) -> None:
-    """Delete an earlier ``result.npy`` before an evaluation that writes a new one, so that an interrupted
-    evaluation never leaves an old file looking current."""
-    path = result_path(cfg)
-    if writes_result(cfg) and os.path.isfile(path):
-        os.remove(path)
-        logger.info("Removed %s of an earlier evaluation before evaluating", path)
-
-
-def earlier_run_files(output_dir: str) -> List[str]:
-    """Files in ``output_dir`` that belong to a training run or its results (checkpoints, metrics, results)."""
-    if not output_dir or not os.path.isdir(output_dir):
-        return []
-    names = ("last_checkpoint", "metrics.json", "result.npy")
-    found = [os.path.join(output_dir, n) for n in names if os.path.exists(os.path.join(output_dir, n))]
-    found += glob.glob(os.path.join(glob.escape(output_dir), "*.pth"))
-    return sorted(found)
-
-
-def _probe_writable(path_dir: str) -> Optional[str]:
-    """None when a file can be created in ``path_dir`` (or, if it does not exist yet, in the nearest existing
-    folder above it, where it would be created); else the reason. Leaves nothing behind."""
-    target = os.path.abspath(path_dir or ".")
-    probe_dir = target
-    while not os.path.exists(probe_dir):
-        parent = os.path.dirname(probe_dir)
-        if parent == probe_dir:
-            break
-        probe_dir = parent
-    if not os.path.isdir(probe_dir):
-        return f"{probe_dir} is not a folder"
-    try:
-        fd, name = tempfile.mkstemp(prefix=".preflight-", dir=probe_dir)
-        os.close(fd)
-        os.remove(name)
-    except OSError as e:
-        return f"cannot create files in {probe_dir}: {e.strerror or e}"
-    return None
-
-
 @contextlib.contextmanager
 def _quiet(*names: str) -> Iterator[None]:
     """Builders called only to validate values log as if they ran for real: keep them quiet."""
@@ -178,31 +115,29 @@ def _quiet(*names: str) -> Iterator[None]:
 
 
 def _check_choice(report: PreflightReport, key: str, value: Any, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        report.errors.append(f"{key} is {value!r}{hint}; allowed: {', '.join(repr(a) for a in allowed)}")
+    report.errors.extend(choice_problem(key, value, allowed))
 
 
-def _check_amp_dtype(report: PreflightReport, value: str) -> None:
-    """TEST.AMP_DTYPE through the evaluator's own resolution (which knows "auto")."""
-    from fastreid.evaluation.evaluator import resolve_amp_dtype
+def owner_checks(cfg: CfgNode, train: bool, evaluate: bool) -> List[str]:
+    """Every value a builder owns, checked by the builder's own ``validate(cfg)`` (its public constants)."""
+    from fastreid import solver
+    from fastreid.data import build as data_build
+    from fastreid.evaluation import reid_evaluation
+    from fastreid.modeling.heads import embedding_head
 
-    _try(report, "TEST.AMP_DTYPE", lambda: resolve_amp_dtype(value, torch.device("cpu")))
+    from . import train_loop
+
+    validators = [embedding_head.validate] + ([reid_evaluation.validate] if evaluate else []) + \
+        ([data_build.validate, solver.validate, train_loop.validate] if train else [])
+    return [problem for validate in validators for problem in validate(cfg)]
 
 
 def _check_names(cfg: CfgNode, report: PreflightReport, train: bool, evaluate: bool) -> List[str]:
-    """Registry names and enumerated values; returns the dataset names that exist."""
+    """Registry names and every builder's values; returns the dataset names that exist."""
     import fastreid.data  # noqa: F401  (registers the datasets)
     import fastreid.modeling  # noqa: F401  (registers backbones, heads, meta-architectures)
-    from fastreid.evaluation import search
-    from fastreid.evaluation.pipeline import QE_MODES
-    from fastreid.evaluation.qe_tuning import TUNED_METRICS
-    from fastreid.evaluation.reid_evaluation import _FEAT_DTYPES
     from fastreid.modeling.backbones.resnet import RESNET_SPECS
-    from fastreid.modeling.layers.classifiers import CLASSIFIER_LAYERS
     from fastreid.modeling.layers.norm import NORM_NAMES
-    from fastreid.modeling.layers.pooling import POOLING_LAYERS
     from fastreid.modeling.meta_arch.baseline import LOSS_NAMES
     from fastreid.utils.registry import BACKBONE_REGISTRY, DATASET_REGISTRY, HEAD_REGISTRY, META_ARCH_REGISTRY
 
@@ -214,28 +149,10 @@ def _check_names(cfg: CfgNode, report: PreflightReport, train: bool, evaluate: b
     if m.BACKBONE.NAME == "build_resnet_backbone":
         _check_choice(report, "MODEL.BACKBONE.DEPTH", m.BACKBONE.DEPTH, list(RESNET_SPECS))
     _check_choice(report, "MODEL.BACKBONE.NORM", m.BACKBONE.NORM, NORM_NAMES)
-    _check_choice(report, "MODEL.HEADS.NORM", m.HEADS.NORM, NORM_NAMES)
-    _check_choice(report, "MODEL.HEADS.POOL_LAYER", m.HEADS.POOL_LAYER, list(POOLING_LAYERS))
-    _check_choice(report, "MODEL.HEADS.CLS_LAYER", m.HEADS.CLS_LAYER, list(CLASSIFIER_LAYERS))
-    _check_choice(report, "MODEL.HEADS.NECK_FEAT", m.HEADS.NECK_FEAT, ("before", "after"))
-    t = cfg.TEST
-    if evaluate:
-        _check_choice(report, "TEST.METRIC", t.METRIC, search.METRICS)
-        _check_choice(report, "TEST.SEARCH.BACKEND", t.SEARCH.BACKEND, search.BACKENDS)
-        _check_choice(report, "TEST.SEARCH.INDEX", t.SEARCH.INDEX, search.INDEX_TYPES)
-        _check_amp_dtype(report, t.AMP_DTYPE)
-        _check_choice(report, "TEST.FEAT_DTYPE", t.FEAT_DTYPE, tuple(_FEAT_DTYPES))
-        _check_choice(report, "TEST.AQE.MODE", t.AQE.MODE, QE_MODES)
-        if t.AQE.AUTO:
-            _check_choice(report, "TEST.AQE.AUTO_CRITERION", t.AQE.AUTO_CRITERION, TUNED_METRICS)
+    report.errors += owner_checks(cfg, train, evaluate)
     if train and _uses_baseline_losses(m.META_ARCHITECTURE):
         for name in m.LOSSES.NAME:
             _check_choice(report, "MODEL.LOSSES.NAME entry", name, LOSS_NAMES)
-        from fastreid.data.build import _TRAIN_SAMPLERS
-
-        _check_choice(report, "DATALOADER.SAMPLER_TRAIN", cfg.DATALOADER.SAMPLER_TRAIN, _TRAIN_SAMPLERS)
-        if cfg.SOLVER.AMP.ENABLED:
-            _check_choice(report, "SOLVER.AMP.DTYPE", cfg.SOLVER.AMP.DTYPE, ("float16", "bfloat16"))
     wanted = ([("DATASETS.NAMES", n) for n in cfg.DATASETS.NAMES] if train else []) + \
         ([("DATASETS.TESTS", n) for n in cfg.DATASETS.TESTS] if evaluate else [])
     if train and cfg.TEST.PRECISE_BN.ENABLED:
@@ -331,33 +248,6 @@ def _check_weights(cfg: CfgNode, report: PreflightReport, train: bool, evaluate:
         report.errors.append(f"MODEL.BACKBONE.PRETRAIN_PATH {b.PRETRAIN_PATH}: file not found")
 
 
-def _check_outputs(cfg: CfgNode, report: PreflightReport, train: bool, evaluate: bool, resume: bool) -> None:
-    out = cfg.OUTPUT_DIR
-    report.outputs.append(("OUTPUT_DIR", out))
-    if os.path.exists(out) and not os.path.isdir(out):
-        report.errors.append(f"OUTPUT_DIR {out} exists and is not a folder")
-    else:
-        reason = _probe_writable(out)
-        if reason:
-            report.errors.append(f"OUTPUT_DIR {out} is not writable: {reason}")
-    if train and not resume:
-        earlier = earlier_run_files(out)
-        if earlier:
-            report.errors.append(
-                f"OUTPUT_DIR {out} holds an earlier run ({len(earlier)} files):\n{_capped(earlier)}\n"
-                f"    A new run would mix its checkpoints, metrics and results with these. Continue that run with "
-                f"--resume, or choose another OUTPUT_DIR (or move the folder away).")
-    if evaluate and writes_result(cfg):
-        path = result_path(cfg)
-        report.outputs.append(("result.npy (TEST.RESULT_PATH)", path))
-        if os.path.isdir(path):
-            report.errors.append(f"TEST.RESULT_PATH {path} is a folder; give the file name (e.g. {path}/result.npy)")
-        else:
-            reason = _probe_writable(os.path.dirname(os.path.abspath(path)))
-            if reason:
-                report.errors.append(f"TEST.RESULT_PATH {path} is not writable: {reason}")
-
-
 def preflight(cfg: CfgNode, *, train: bool, evaluate: bool = True, resume: bool = False,
               check_weights: bool = True) -> PreflightReport:
     """Check everything ``cfg`` will use; never raises for a bad input, every problem is in the report.
@@ -393,7 +283,7 @@ def preflight(cfg: CfgNode, *, train: bool, evaluate: bool = True, resume: bool 
             if name in known:
                 _check_dataset(cfg, name, "test", ("query", "gallery"), report, missing, identity_sizes, built)
     if missing:
-        report.errors.append(f"{len(missing)} listed image(s) do not exist:\n{_capped(missing)}")
+        report.errors.append(f"{len(missing)} listed image(s) do not exist:\n{capped_list(missing)}")
     k = int(cfg.DATALOADER.NUM_INSTANCE)
     if train and cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler" and identity_sizes:
         largest = max(identity_sizes.values())
@@ -401,5 +291,7 @@ def preflight(cfg: CfgNode, *, train: bool, evaluate: bool = True, resume: bool 
             report.warnings.append(
                 f"DATALOADER.NUM_INSTANCE is {k} but no training identity has more than {largest} images: every "
                 f"identity's images are repeated within a batch to fill {k} places")
-    _check_outputs(cfg, report, train, evaluate, resume)
+    errors, outputs = check_outputs(cfg, train, evaluate, resume)
+    report.errors += errors
+    report.outputs += outputs
     return report

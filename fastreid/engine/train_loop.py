@@ -15,6 +15,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 import torch
 from torch import nn
 
+from fastreid.config.checks import choice_problem
+from fastreid.evaluation.evaluator import AUTOCAST_DTYPES
 from fastreid.utils import comm
 
 from .events import EventStorage
@@ -135,12 +137,21 @@ def autocast_context(device_type: str, enabled: bool, dtype: str) -> contextlib.
     return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
 
 
+# SOLVER.AMP.DTYPE values: the autocast dtypes evaluation knows too.
+AMP_DTYPES = tuple(AUTOCAST_DTYPES)
+
+
+def validate(cfg: Any) -> List[str]:
+    """Problems with ``SOLVER.AMP`` (the dtype is checked when mixed precision is on)."""
+    return choice_problem("SOLVER.AMP.DTYPE", cfg.SOLVER.AMP.DTYPE, AMP_DTYPES) if cfg.SOLVER.AMP.ENABLED else []
+
+
 def resolve_amp(enabled: bool, dtype: str, device_type: str) -> tuple:
     """Effective (enabled, dtype, use_grad_scaler) for a device; fp16 on CPU falls back to bf16."""
     if not enabled:
         return False, dtype, False
-    if dtype not in ("float16", "bfloat16"):
-        raise ValueError(f"SOLVER.AMP.DTYPE must be 'float16' or 'bfloat16', got {dtype!r}")
+    if dtype not in AMP_DTYPES:
+        raise ValueError(choice_problem("SOLVER.AMP.DTYPE", dtype, AMP_DTYPES)[0])
     if dtype == "float16" and device_type != "cuda":
         logger.warning("SOLVER.AMP.DTYPE float16 needs CUDA; falling back to bfloat16 autocast on CPU")
         return True, "bfloat16", False

@@ -14,7 +14,8 @@ from ..utils import comm
 
 logger = logging.getLogger(__name__)
 
-_AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+# Autocast dtypes by name: TEST.AMP_DTYPE (besides "auto" and "") and SOLVER.AMP.DTYPE.
+AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class DatasetEvaluator:
@@ -35,7 +36,7 @@ def resolve_amp_dtype(amp_dtype: str, device: torch.device) -> str:
     """``TEST.AMP_DTYPE`` for a device: "auto" is float16 on CUDA and off ("") elsewhere."""
     if amp_dtype == "auto":
         return "float16" if device.type == "cuda" else ""
-    if amp_dtype and amp_dtype not in _AMP_DTYPES:
+    if amp_dtype and amp_dtype not in AUTOCAST_DTYPES:
         raise ValueError(f"TEST.AMP_DTYPE must be 'auto', '', 'float16' or 'bfloat16', got {amp_dtype!r}")
     return amp_dtype
 
@@ -44,7 +45,7 @@ def _autocast(device: torch.device, amp_dtype: str) -> contextlib.AbstractContex
     amp_dtype = resolve_amp_dtype(amp_dtype, device)
     if not amp_dtype:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[amp_dtype])
+    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[amp_dtype])
 
 
 def extract_features(model: nn.Module, inputs: Dict[str, Any], flip_test: bool = False,

@@ -19,7 +19,9 @@ import torch
 
 from .query_expansion import aqe, aqe_queries_only, dba
 from .rerank import k_reciprocal_rerank
-from .search import BACKENDS, FaissIndex, check_index_type, check_metric, knn, normalize, resolve_backend
+from fastreid.config.checks import choice_problem
+
+from .search import BACKENDS, INDEX_TYPES, METRICS, FaissIndex, knn, normalize, resolve_backend
 
 if TYPE_CHECKING:  # pragma: no cover
     from .qe_tuning import QEChoice
@@ -59,12 +61,12 @@ class RetrievalOptions:
     pq_m: int = 0
 
     def __post_init__(self) -> None:
-        check_metric(self.metric)
-        check_index_type(self.index)
-        if self.qe_mode not in QE_MODES:
-            raise ValueError(f"TEST.AQE.MODE must be one of {QE_MODES}, got {self.qe_mode!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"TEST.SEARCH.BACKEND must be one of {BACKENDS}, got {self.backend!r}")
+        problems = (choice_problem("TEST.METRIC", self.metric, METRICS)
+                    + choice_problem("TEST.SEARCH.INDEX", self.index, INDEX_TYPES)
+                    + choice_problem("TEST.AQE.MODE", self.qe_mode, QE_MODES)
+                    + choice_problem("TEST.SEARCH.BACKEND", self.backend, BACKENDS))
+        if problems:
+            raise ValueError("; ".join(problems))
         if self.qe_k < 0 or self.qe_times < 1 or self.dba_k < 1:
             raise ValueError(f"query expansion needs QE_K >= 0 and QE_TIME >= 1, DBA needs K >= 1; got "
                              f"QE_K {self.qe_k}, QE_TIME {self.qe_times}, DBA.K {self.dba_k}")

@@ -15,8 +15,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ..config.checks import choice_problem
 from ..utils import comm
-from .evaluator import DatasetEvaluator
+from .evaluator import DatasetEvaluator, resolve_amp_dtype
 from .metrics import per_query_metrics, rank_positives_chunked, summarize
 from .pipeline import RetrievalOptions, post_process, rank, rerank, search_depth
 from .qe_tuning import TUNED_METRICS, QEChoice, choice_path, load_choice, save_choice, tune_query_expansion
@@ -28,7 +29,26 @@ logger = logging.getLogger(__name__)
 
 # Queries used to measure an IVF index's recall against exact search.
 _RECALL_SAMPLE = 1000
-_FEAT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+# TEST.FEAT_DTYPE values: how collected features are stored.
+FEAT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def validate(cfg: Any) -> List[str]:
+    """Problems with the evaluation's ``TEST.*`` values (one line each): feature storage, autocast, the
+    retrieval pipeline's options (metric, search, expansion) and ``TEST.AQE.AUTO``'s."""
+    t = cfg.TEST
+    problems = choice_problem("TEST.FEAT_DTYPE", t.FEAT_DTYPE, tuple(FEAT_DTYPES))
+    for check in (lambda: resolve_amp_dtype(t.AMP_DTYPE, torch.device("cpu")),
+                  lambda: RetrievalOptions.from_config(cfg, QEChoice.none())):
+        try:
+            check()
+        except ValueError as e:
+            problems.append(str(e))
+    if t.AQE.AUTO:
+        problems += choice_problem("TEST.AQE.AUTO_CRITERION", t.AQE.AUTO_CRITERION, TUNED_METRICS)
+        if not 0 <= float(t.AQE.AUTO_CONFIDENCE) < 1:
+            problems.append(f"TEST.AQE.AUTO_CONFIDENCE must be in [0, 1), got {t.AQE.AUTO_CONFIDENCE!r}")
+    return problems
 
 
 def _to_numpy(values: Any) -> np.ndarray:
@@ -72,15 +92,13 @@ class ReidEvaluator(DatasetEvaluator):
         self.num_query = num_query
         self.output_dir = output_dir if output_dir is not None else cfg.OUTPUT_DIR
         self.labeled = labeled
-        if cfg.TEST.FEAT_DTYPE not in _FEAT_DTYPES:
-            raise ValueError(f"TEST.FEAT_DTYPE must be 'float32' or 'float16', got {cfg.TEST.FEAT_DTYPE!r}")
-        self._store_dtype = _FEAT_DTYPES[cfg.TEST.FEAT_DTYPE]
+        problems = validate(cfg)
+        if problems:
+            raise ValueError(problems[0])
+        self._store_dtype = FEAT_DTYPES[cfg.TEST.FEAT_DTYPE]
         # TEST.AQE.AUTO: labeled sets choose the expansion, unlabeled ones apply the recorded choice,
         # which is read here so that a missing choice fails before feature extraction.
         self._qe_choice: Optional[QEChoice] = None
-        if cfg.TEST.AQE.AUTO and cfg.TEST.AQE.AUTO_CRITERION not in TUNED_METRICS:
-            raise ValueError(f"TEST.AQE.AUTO_CRITERION must be one of {TUNED_METRICS}, "
-                             f"got {cfg.TEST.AQE.AUTO_CRITERION!r}")
         if cfg.TEST.AQE.AUTO and not labeled:
             self._qe_choice = load_choice(self.qe_choice_path)
         # Every option is checked now, before extraction; on a labeled set AUTO's expansion is set once chosen.

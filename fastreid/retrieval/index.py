@@ -24,9 +24,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import fastreid
+from fastreid.config.checks import choice_problem
 from fastreid.data.preprocess import ImageLike
 from fastreid.evaluation import DatasetEvaluator, inference_on_dataset, normalize
 from fastreid.evaluation.pipeline import RetrievalOptions, post_process, prepare_gallery, rank
+from fastreid.evaluation.reid_evaluation import FEAT_DTYPES
 from fastreid.evaluation.search import FaissIndex, faiss
 from fastreid.utils import comm
 from fastreid.utils.file_io import atomic_open
@@ -38,7 +40,6 @@ from .unfinished import resume_unfinished
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = ("float32", "float16")
 
 
 @dataclass
@@ -83,8 +84,8 @@ class BuildOptions:
         return cls(**values)
 
     def check(self) -> None:
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"feature dtype (TEST.FEAT_DTYPE) must be one of {_DTYPES}, got {self.dtype!r}")
+        if self.dtype not in FEAT_DTYPES:
+            raise ValueError(choice_problem("feature dtype (TEST.FEAT_DTYPE, --dtype)", self.dtype, tuple(FEAT_DTYPES))[0])
         if self.shard_size < 1 or self.batch_size < 1:
             raise ValueError(f"shard size and batch size must be >= 1, got {self.shard_size}, {self.batch_size}")
         if self.retrieval.metric != "cosine":

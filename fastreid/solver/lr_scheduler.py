@@ -21,9 +21,24 @@ from typing import Any, Dict, List, Sequence
 import torch
 
 from fastreid.config import CfgNode
+from fastreid.config.checks import choice_problem
 
-_SCHEDS = ("MultiStepLR", "CosineAnnealingLR")
-_WARMUP_METHODS = ("linear", "constant", "exp")
+# SOLVER.SCHED and SOLVER.WARMUP_METHOD values.
+SCHEDULERS = ("MultiStepLR", "CosineAnnealingLR")
+WARMUP_METHODS = ("linear", "constant", "exp")
+
+
+def validate(cfg: CfgNode) -> List[str]:
+    """Problems with the schedule's ``SOLVER.*`` values (one line each)."""
+    s = cfg.SOLVER
+    problems = choice_problem("SOLVER.SCHED", s.SCHED, SCHEDULERS)
+    problems += choice_problem("SOLVER.WARMUP_METHOD", s.WARMUP_METHOD, WARMUP_METHODS)
+    for key in ("MAX_EPOCH", "WARMUP_ITERS", "DELAY_EPOCHS"):
+        if int(getattr(s, key)) < (1 if key == "MAX_EPOCH" else 0):
+            problems.append(f"SOLVER.{key} must be >= {1 if key == 'MAX_EPOCH' else 0}, got {getattr(s, key)!r}")
+    if any(int(b) < 0 for b in s.STEPS) or list(s.STEPS) != sorted(s.STEPS):
+        problems.append(f"SOLVER.STEPS must be increasing epochs >= 0, got {list(s.STEPS)}")
+    return problems
 
 
 def warmup_factor(step: int, warmup_iters: int, factor: float, method: str) -> float:
@@ -40,7 +55,7 @@ def warmup_factor(step: int, warmup_iters: int, factor: float, method: str) -> f
         return factor * (1.0 - alpha) + alpha
     if method == "exp":
         return factor ** (1.0 - step / warmup_iters)
-    raise ValueError(f"Unknown SOLVER.WARMUP_METHOD {method!r}: use one of {_WARMUP_METHODS}")
+    raise ValueError(f"Unknown SOLVER.WARMUP_METHOD {method!r}: use one of {WARMUP_METHODS}")
 
 
 def schedule_start_epoch(warmup_iters: int, iters_per_epoch: int, delay_epochs: int) -> int:
@@ -75,7 +90,7 @@ def epoch_lr(base_lr: float, start_lr: float, k: int, sched: str, span: int, ste
             return start_lr
         top = start_lr if k <= span else base_lr
         return eta_min + (top - eta_min) * (1.0 + math.cos(math.pi * k / span)) / 2.0
-    raise ValueError(f"Unknown SOLVER.SCHED {sched!r}: use one of {_SCHEDS}")
+    raise ValueError(f"Unknown SOLVER.SCHED {sched!r}: use one of {SCHEDULERS}")
 
 
 class ScheduleParams:
@@ -84,10 +99,10 @@ class ScheduleParams:
     def __init__(self, iters_per_epoch: int, warmup_iters: int, warmup_factor: float, warmup_method: str,
                  sched: str, max_epoch: int, delay_epochs: int, steps: Sequence[int], gamma: float,
                  eta_min_lr: float) -> None:
-        if sched not in _SCHEDS:
-            raise ValueError(f"Unknown SOLVER.SCHED {sched!r}: use one of {_SCHEDS}")
-        if warmup_method not in _WARMUP_METHODS:
-            raise ValueError(f"Unknown SOLVER.WARMUP_METHOD {warmup_method!r}: use one of {_WARMUP_METHODS}")
+        if sched not in SCHEDULERS:
+            raise ValueError(f"Unknown SOLVER.SCHED {sched!r}: use one of {SCHEDULERS}")
+        if warmup_method not in WARMUP_METHODS:
+            raise ValueError(f"Unknown SOLVER.WARMUP_METHOD {warmup_method!r}: use one of {WARMUP_METHODS}")
         if warmup_iters < 0 or delay_epochs < 0:
             raise ValueError(f"SOLVER.WARMUP_ITERS ({warmup_iters}) and SOLVER.DELAY_EPOCHS ({delay_epochs}) "
                              f"must be >= 0")

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from fastreid.config import CfgNode
+from fastreid.config.checks import choice_problem
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,23 @@ def _make(cls: type, groups: List[Dict[str, Any]], **kwargs: Any) -> torch.optim
         return cls(groups, foreach=True, **kwargs)
 
 
+# SOLVER.OPT and SOLVER.CLIP_GRADIENTS.CLIP_TYPE values.
+OPTIMIZERS = ("Adam", "AdamW", "SGD")
+CLIP_TYPES = ("value", "norm")
+
+
+def validate(cfg: CfgNode) -> List[str]:
+    """Problems with the optimizer's and gradient clipping's ``SOLVER.*`` values (one line each)."""
+    s = cfg.SOLVER
+    problems = choice_problem("SOLVER.OPT", s.OPT, OPTIMIZERS)
+    problems += choice_problem("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", s.CLIP_GRADIENTS.CLIP_TYPE, CLIP_TYPES)
+    if s.CLIP_GRADIENTS.ENABLED and not s.CLIP_GRADIENTS.CLIP_VALUE > 0:
+        problems.append(f"SOLVER.CLIP_GRADIENTS.CLIP_VALUE must be > 0, got {s.CLIP_GRADIENTS.CLIP_VALUE!r}")
+    if not s.BASE_LR > 0:
+        problems.append(f"SOLVER.BASE_LR must be > 0, got {s.BASE_LR!r}")
+    return problems
+
+
 def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
     """The optimizer named by ``SOLVER.OPT`` (Adam, AdamW or SGD) over the model's parameter groups."""
     s = cfg.SOLVER
@@ -80,7 +98,7 @@ def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
     elif name == "SGD":
         opt = _make(torch.optim.SGD, groups, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV)
     else:
-        raise ValueError(f"Unknown SOLVER.OPT {name!r}: use Adam, AdamW or SGD")
+        raise ValueError(f"Unknown SOLVER.OPT {name!r}: use one of {', '.join(OPTIMIZERS)}")
     kind = "fused" if opt.defaults.get("fused") else "foreach"
     logger.info(f"Optimizer {name} ({kind}) with {len(groups)} parameter groups, base lr {s.BASE_LR}")
     return opt
@@ -97,4 +115,4 @@ def clip_gradients(cfg: CfgNode, params: Iterable[torch.Tensor]) -> None:
     elif c.CLIP_TYPE == "norm":
         torch.nn.utils.clip_grad_norm_(params, c.CLIP_VALUE, norm_type=c.NORM_TYPE)
     else:
-        raise ValueError(f"Unknown SOLVER.CLIP_GRADIENTS.CLIP_TYPE {c.CLIP_TYPE!r}: use 'value' or 'norm'")
+        raise ValueError(choice_problem("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", c.CLIP_TYPE, CLIP_TYPES)[0])

@@ -1,15 +1,31 @@
 """Embedding head: pooling, optional 1x1 reduction, BN neck and a classifier matrix ``heads.weight``."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastreid.config.checks import choice_problem
 from fastreid.utils.registry import HEAD_REGISTRY
 
 from ..layers import build_classifier, build_pooling, get_norm
+from ..layers.classifiers import CLASSIFIER_LAYERS
+from ..layers.norm import NORM_NAMES
+from ..layers.pooling import POOLING_LAYERS
+
+# MODEL.HEADS.NECK_FEAT values: the feature returned before or after the BN neck.
+NECK_FEATS = ("before", "after")
+
+
+def validate(cfg: Any) -> List[str]:
+    """Problems with the embedding head's ``MODEL.HEADS.*`` values (one line each)."""
+    h = cfg.MODEL.HEADS
+    return (choice_problem("MODEL.HEADS.NECK_FEAT", h.NECK_FEAT, NECK_FEATS)
+            + choice_problem("MODEL.HEADS.NORM", h.NORM, NORM_NAMES)
+            + choice_problem("MODEL.HEADS.POOL_LAYER", h.POOL_LAYER, list(POOLING_LAYERS))
+            + choice_problem("MODEL.HEADS.CLS_LAYER", h.CLS_LAYER, list(CLASSIFIER_LAYERS)))
 
 
 @HEAD_REGISTRY.register()
@@ -28,8 +44,8 @@ class EmbeddingHead(nn.Module):
     def __init__(self, cfg) -> None:
         super().__init__()
         h = cfg.MODEL.HEADS
-        if h.NECK_FEAT not in ("before", "after"):
-            raise ValueError(f"MODEL.HEADS.NECK_FEAT must be 'before' or 'after', got {h.NECK_FEAT!r}")
+        if h.NECK_FEAT not in NECK_FEATS:
+            raise ValueError(choice_problem("MODEL.HEADS.NECK_FEAT", h.NECK_FEAT, NECK_FEATS)[0])
         self.neck_feat = h.NECK_FEAT
         self.pool_layer = build_pooling(h.POOL_LAYER, h.GEM_P)
         feat_dim = cfg.MODEL.BACKBONE.FEAT_DIM
