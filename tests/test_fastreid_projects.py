@@ -485,9 +485,6 @@ TEST: {EVAL_PERIOD: 1, IMS_PER_BATCH: 4, THRES: 0.4}
 
 
 def add_kd_config(cfg):
-    cfg.KD = CN()
-    cfg.KD.MODEL_CONFIG = []
-    cfg.KD.MODEL_WEIGHTS = []
     cfg.KD.TEMPERATURE = 4.0
 
 
@@ -671,6 +668,24 @@ def test_distillation_project_with_frozen_teacher_and_own_evaluator(fastreid_dat
     ours = inference_on_dataset(student, loader, ReidEvaluator(cfg, num_query, str(tmp_path / "eval")))
     assert theirs["mAP"] == pytest.approx(ours["mAP"], abs=1e-3)
     assert theirs["Rank-1"] == pytest.approx(ours["Rank-1"], abs=1e-3)
+    # fast-reid's own Distiller, from the config alone, with the same teacher and a moving average of itself.
+    cfg = get_cfg()
+    add_kd_config(cfg)
+    cfg.merge_from_file(student_file)
+    cfg.merge_from_list(["MODEL.META_ARCHITECTURE", "Distiller", "MODEL.HEADS.NUM_CLASSES", "8",
+                         "KD.EMA.ENABLED", "True", "KD.EMA.MOMENTUM", "0.5"])
+    distiller = build_model(cfg)
+    assert len(distiller.model_ts) == 2 and not any(k.startswith("model_ts") for k in distiller.state_dict())
+    batch = next(iter(build_reid_train_loader(cfg)))
+    before = next(distiller.model_ts[0].parameters()).clone()
+    with torch.no_grad():
+        next(distiller.parameters()).add_(1.0)  # the student moves away from its average by 1
+    losses = distiller(batch)
+    assert set(losses) == {"loss_cls", "loss_triplet", "loss_jsdiv"}
+    grad = torch.autograd.grad(losses["loss_jsdiv"], distiller.heads.weight)[0]
+    assert grad.abs().sum() > 0  # the divergence trains the student's classifier
+    assert torch.allclose(next(distiller.model_ts[0].parameters()), before + 0.5)  # halfway (momentum 0.5)
+    assert all(torch.equal(p, saved[n]) for n, p in distiller.model_ts[1].named_parameters())
 
 
 # ---- fast-reid's config values: implemented, or refused by the preflight naming the key -------------

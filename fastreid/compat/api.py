@@ -109,8 +109,8 @@ FASTREID_API: List[ApiName] = [
     ApiName(f"{_M}.meta_arch.baseline", "Baseline", "as above"),
     ApiName(f"{_M}.meta_arch", "build_model", "as above"),
     ApiName(f"{_M}.meta_arch.build", "META_ARCH_REGISTRY", "meta-architecture registry"),
-    ApiName(f"{_M}.meta_arch", "Distiller", "fast-reid's knowledge distillation (`KD.*`) is not implemented: subclass "
-            "`Baseline` with your teacher (see tests/test_fastreid_projects.py)", True),
+    ApiName(f"{_M}.meta_arch", "Distiller", "knowledge distillation from `KD.MODEL_CONFIG` / `KD.MODEL_WEIGHTS` "
+            "teachers (and `KD.EMA`): Baseline losses plus `loss_jsdiv`; teachers in `model_ts`, not saved"),
     ApiName(f"{_M}.losses", "cross_entropy_loss", "`(pred_class_outputs, gt_classes, eps, alpha=0.2)`"),
     ApiName(f"{_M}.losses", "triplet_loss", "`(embedding, targets, margin, norm_feat, hard_mining)`"),
     ApiName(f"{_M}.losses", "pairwise_circleloss", "`(embedding, targets, margin, gamma)`"),
@@ -120,6 +120,8 @@ FASTREID_API: List[ApiName] = [
             "`is_main_process`, `synchronize`, `all_gather`, `gather`, `shared_random_seed`"),
     ApiName(f"{_U}.checkpoint", "Checkpointer", "`Checkpointer(model, save_dir='', **checkpointables)`; `.load(path)` "
             "reads fast-reid and challenge checkpoints"),
+    ApiName(f"{_U}.checkpoint", "get_missing_parameters_message", "log text for missing keys (`List[str]` -> str)"),
+    ApiName(f"{_U}.checkpoint", "get_unexpected_parameters_message", "log text for unexpected keys"),
     ApiName(f"{_U}.checkpoint", "PathManager", "local-file `PathManager` (`open`, `exists`, `mkdirs`, ...)"),
     ApiName(f"{_U}.file_io", "PathManager", "as above"),
     ApiName(f"{_U}.compute_dist", "build_dist", "`(feat_1, feat_2, metric='euclidean')`; `jaccard` is "

@@ -108,6 +108,18 @@ _C.MODEL.LOSSES.COSFACE.GAMMA = 128.0
 # Weight of the cosface loss.
 _C.MODEL.LOSSES.COSFACE.SCALE = 1.0
 
+# Knowledge distillation (MODEL.META_ARCHITECTURE Distiller): frozen teachers guide the student's logits.
+_C.KD = CN()
+# Config files of the teacher models (each built as a Baseline), e.g. a teacher run's OUTPUT_DIR/config.yaml.
+_C.KD.MODEL_CONFIG = []
+# Weights of the teacher models, one per KD.MODEL_CONFIG entry.
+_C.KD.MODEL_WEIGHTS = []
+_C.KD.EMA = CN()
+# Also distil from a moving average of the student itself (self-distillation), as the first teacher.
+_C.KD.EMA.ENABLED = False
+# Momentum of the moving average (per iteration).
+_C.KD.EMA.MOMENTUM = 0.999
+
 # Input pipeline
 _C.INPUT = CN()
 # Training image size [height, width]; one value [S] resizes the shorter side to S keeping the aspect (fast-reid), [0] keeps the image size.

@@ -151,7 +151,6 @@ FASTREID_DEFAULTS: Dict[str, Any] = {
 }
 
 _VIT = "Vision Transformer backbone option; only the ResNet family is implemented here"
-_KD = "knowledge distillation (fast-reid's Distiller meta-architecture), not implemented here"
 _FOCAL = "focal loss option; fast-reid itself never reads it, and MODEL.LOSSES.NAME has no focal loss here"
 _AUGMIX = "AugMix augmentation in training; not applied here"
 _RPT = "random patch augmentation in training; not applied here"
@@ -167,10 +166,6 @@ IGNORED: Dict[str, str] = {
     "MODEL.LOSSES.FL.ALPHA": _FOCAL,
     "MODEL.LOSSES.FL.GAMMA": _FOCAL,
     "MODEL.LOSSES.FL.SCALE": _FOCAL,
-    "KD.MODEL_CONFIG": _KD,
-    "KD.MODEL_WEIGHTS": _KD,
-    "KD.EMA.ENABLED": _KD,
-    "KD.EMA.MOMENTUM": _KD,
     "INPUT.AFFINE.ENABLED": "random affine augmentation in training; not applied here",
     "INPUT.AUGMIX.ENABLED": _AUGMIX,
     "INPUT.AUGMIX.PROB": _AUGMIX,

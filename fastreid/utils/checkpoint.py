@@ -87,6 +87,18 @@ def _group_keys(keys: Iterable[str]) -> List[str]:
     return out
 
 
+def get_missing_parameters_message(keys: List[str]) -> str:
+    """The log text for model keys absent from a checkpoint, grouped by block (fast-reid's name)."""
+    return "Some model parameters or buffers are not found in the checkpoint:\n" + "\n".join(
+        f"  {k}" for k in _group_keys(keys))
+
+
+def get_unexpected_parameters_message(keys: List[str]) -> str:
+    """The log text for checkpoint keys the model does not have, grouped by block (fast-reid's name)."""
+    return "The checkpoint contains keys that the model does not use:\n" + "\n".join(
+        f"  {k}" for k in _group_keys(keys))
+
+
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The bare model inside DDP/DataParallel and torch.compile wrappers."""
     while True:
@@ -383,7 +395,7 @@ class Checkpointer:
 
 
 __all__ = ["Checkpointer", "CheckpointError", "PathManager", "LoadReport", "TRAINING_ONLY_KEYS",
-           "convert_reference_state_dict",
+           "convert_reference_state_dict", "get_missing_parameters_message", "get_unexpected_parameters_message",
            "diff_state_dict", "likely_causes", "load_state_dict_reported", "load_state_dict_strict",
            "load_checkpoint_file", "split_checkpoint", "unwrap_model"]
 
