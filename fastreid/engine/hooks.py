@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from fastreid.utils import comm
+from fastreid.utils.events import EventWriter
 
-from .events import EventWriter
 from .train_loop import HookBase
 
 logger = logging.getLogger(__name__)

@@ -18,8 +18,7 @@ from torch import nn
 from fastreid.config.checks import choice_problem
 from fastreid.evaluation.evaluator import AUTOCAST_DTYPES
 from fastreid.utils import comm
-
-from .events import EventStorage
+from fastreid.utils.events import EventStorage
 
 logger = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from fastreid.solver import build_lr_scheduler, build_optimizer, clip_gradients
 from fastreid.utils import comm
 from fastreid.utils.checkpoint import (Checkpointer, convert_reference_state_dict, load_checkpoint_file,
                                        load_state_dict_reported, split_checkpoint)
+from fastreid.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
 from fastreid.utils.file_io import atomic_open
 
 from . import hooks
-from .events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
 from .original_checkpoint import convert_optimizer_state, is_original_checkpoint, original_start_iter
 from .preflight import remove_stale_result
 from .train_loop import HookBase, SimpleTrainer

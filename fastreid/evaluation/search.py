@@ -20,9 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fastreid.utils.compute_dist import METRICS, check_metric, pairwise_scores
+
 logger = logging.getLogger(__name__)
 
-METRICS = ("cosine", "euclidean")
 # Bytes of score matrix computed at a time by chunked code (queries x database chunk).
 DEFAULT_CHUNK_BYTES = 256 * 2 ** 20
 
@@ -40,26 +41,6 @@ def default_device() -> str:
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """Row-wise L2 normalisation in float32 (zero rows stay zero)."""
     return F.normalize(x.float(), p=2, dim=1)
-
-
-def check_metric(metric: str) -> str:
-    """Return ``metric`` or raise naming the config key that selects it."""
-    if metric not in METRICS:
-        raise ValueError(f"TEST.METRIC must be one of {METRICS}, got {metric!r}")
-    return metric
-
-
-def pairwise_scores(query: torch.Tensor, database: torch.Tensor, metric: str) -> torch.Tensor:
-    """Dense similarity of every query row to every database row (``Q x M``, float32).
-
-    Callers keep ``Q`` small (one chunk); for cosine the rows must already be normalised.
-    """
-    check_metric(metric)
-    q, d = query.float(), database.float()
-    sims = q @ d.t()
-    if metric == "euclidean":
-        sims = 2 * sims - (q * q).sum(1, keepdim=True) - (d * d).sum(1)[None, :]
-    return sims
 
 
 def rows_per_chunk(num_columns: int, bytes_per_cell: int = 32, budget: int = DEFAULT_CHUNK_BYTES) -> int:

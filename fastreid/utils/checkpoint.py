@@ -193,11 +193,21 @@ def _blocks_per_stage(keys: Iterable[str]) -> Tuple[Tuple[int, ...], bool]:
     return tuple(counts[k] for k in sorted(counts)), bottleneck
 
 
-def _depth_name(blocks: Tuple[int, ...], bottleneck: bool) -> str:
-    from fastreid.modeling.backbones.resnet import RESNET_SPECS
+# Backbone layouts by depth name ((blocks per stage), bottleneck blocks), registered by the backbone that
+# defines them (``register_depths``), so that a mismatch can name the depth without this module importing
+# model code.
+_DEPTHS: Dict[str, Tuple[Tuple[int, ...], bool]] = {}
 
-    for name, (block, per_stage, _) in RESNET_SPECS.items():
-        if tuple(per_stage) == blocks and (block.__name__ == "Bottleneck") == bottleneck:
+
+def register_depths(layouts: Mapping[str, Tuple[Iterable[int], bool]]) -> None:
+    """Make ``likely_causes`` recognise these depths: name -> (blocks per stage, bottleneck blocks)."""
+    _DEPTHS.update((name, (tuple(int(b) for b in blocks), bool(bottleneck)))
+                   for name, (blocks, bottleneck) in layouts.items())
+
+
+def _depth_name(blocks: Tuple[int, ...], bottleneck: bool) -> str:
+    for name, layout in _DEPTHS.items():
+        if layout == (blocks, bottleneck):
             return name
     return "an unknown depth"
 
@@ -397,14 +407,12 @@ class Checkpointer:
 __all__ = ["Checkpointer", "CheckpointError", "PathManager", "LoadReport", "TRAINING_ONLY_KEYS",
            "convert_reference_state_dict", "get_missing_parameters_message", "get_unexpected_parameters_message",
            "diff_state_dict", "likely_causes", "load_state_dict_reported", "load_state_dict_strict",
-           "load_checkpoint_file", "split_checkpoint", "unwrap_model"]
+           "load_checkpoint_file", "register_depths", "split_checkpoint", "unwrap_model"]
 
 
 def __getattr__(name: str) -> Any:
-    # fast-reid imports PeriodicCheckpointer from here; ours is the training hook (imported lazily:
-    # the engine depends on this module, not the other way round).
+    # fast-reid has a plain periodic saver here; ours is the training hook, one floor up, named in the error.
     if name == "PeriodicCheckpointer":
-        from fastreid.engine.hooks import PeriodicCheckpointer
-
-        return PeriodicCheckpointer
+        raise ImportError("fastreid.utils.checkpoint has no PeriodicCheckpointer: the periodic checkpoint is the "
+                          "training hook fastreid.engine.hooks.PeriodicCheckpointer (docs/fastreid_compat.md)")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

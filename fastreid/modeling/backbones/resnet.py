@@ -13,6 +13,7 @@ from typing import List, Optional
 import torch
 from torch import nn
 
+from fastreid.utils.checkpoint import register_depths
 from fastreid.utils.registry import BACKBONE_REGISTRY
 
 from ..layers import IBN, NonLocal, SELayer, get_norm
@@ -76,6 +77,8 @@ RESNET_SPECS = {
     "50x": (Bottleneck, [3, 4, 6, 3], [0, 2, 3, 0]),
     "101x": (Bottleneck, [3, 4, 23, 3], [0, 2, 9, 0]),
 }
+# A checkpoint of another depth is then named in the mismatch report.
+register_depths({name: (per_stage, block is Bottleneck) for name, (block, per_stage, _) in RESNET_SPECS.items()})
 
 
 def non_local_positions(blocks: int, count: int) -> List[int]:
