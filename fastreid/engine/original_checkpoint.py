@@ -23,7 +23,8 @@ from fastreid.config.fastreid_compat import FASTREID_DEFAULTS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["is_original_checkpoint", "original_start_iter", "original_param_keys", "convert_optimizer_state"]
+__all__ = ["is_original_checkpoint", "original_start_iter", "original_param_keys", "convert_optimizer_state",
+           "OriginalRunResume"]
 
 # Module types whose parameters take WEIGHT_DECAY_NORM in fast-reid's optimizer.
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
@@ -166,3 +167,78 @@ def convert_optimizer_state(original: Mapping[str, Any], optimizer: torch.optim.
     index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
     target["state"] = {index[id(params[n])]: st for n, st in per_param.items() if id(params[n]) in index}
     return target, problems
+
+
+class OriginalRunResume:
+    """The strategy ``DefaultTrainer.resume_or_load`` delegates to when ``OUTPUT_DIR`` holds a run of the
+    original fast-reid code: the model is loaded, then the optimizer state is mapped onto this run's
+    parameter groups, the LR schedule positioned, and the data stream restarted at the next epoch. What
+    the original never saved (random states, the best score, the AMP scaler) is named in one warning.
+    """
+
+    def applies(self, extra: Mapping[str, Any]) -> bool:
+        """Whether the checkpoint's other entries (all but the model) are the original code's."""
+        return is_original_checkpoint(extra)
+
+    def resume(self, trainer: Any, extra: Dict[str, Any], order: List[str], path: str) -> None:
+        """Continue the original run in ``trainer`` (a ``DefaultTrainer`` whose model is loaded already) at the
+        iteration after the checkpoint's epoch; logs each part that could not be carried over.
+
+        Args:
+            extra: the checkpoint's entries besides the model (``epoch``, ``optimizer``, schedulers).
+            order: the model's parameter names in the checkpoint's order (to map optimizer state).
+            path: the checkpoint file, for the log.
+        """
+        trainer.start_iter = min(original_start_iter(extra, trainer.epoch_iters), trainer.max_iter)
+        lost = ["random states and data order (not saved by the original)",
+                "best score so far (the original saves only this epoch's score: model_best.pth is decided "
+                "again from the next evaluation)"]
+        if "optimizer" in extra:
+            state, problems = convert_optimizer_state(extra["optimizer"], trainer.optimizer, trainer.module,
+                                                      trainer.cfg, order)
+            if state is not None:
+                trainer.optimizer.load_state_dict(state)
+                logger.info(f"Optimizer state of {path} carried over ({len(state['state'])} parameters)")
+            else:
+                lost.append("optimizer state (" + "; ".join(problems) + ")")
+        else:
+            lost.append("optimizer state (not in the checkpoint)")
+        lost += self.position_schedule(trainer, extra)
+        if trainer.grad_scaler is not None:
+            lost.append("AMP grad-scaler state (not saved by the original): the loss scale starts afresh")
+        logger.warning(f"Resuming the original fast-reid run in {path} (epoch {extra['epoch']} done) at iteration "
+                       f"{trainer.start_iter} of {trainer.max_iter}. Not carried over: " + "; ".join(lost))
+        trainer.restart_data_at(trainer.start_iter)
+
+    @staticmethod
+    def position_schedule(trainer: Any, extra: Mapping[str, Any]) -> List[str]:
+        """Set the trainer's LR schedule to the original's position; returns what could not be carried over.
+
+        A schedule given as a dict of named schedulers (a fast-reid ``build_lr_scheduler`` override) loads
+        each one the checkpoint holds.
+        """
+        scheduler, start_iter = trainer.scheduler, trainer.start_iter
+        if isinstance(scheduler, dict):
+            missing = [k for k in scheduler if k not in extra]
+            for k, sched in scheduler.items():
+                if k in extra:
+                    sched.load_state_dict(extra[k])
+            return [f"scheduler {k} (not in the checkpoint)" for k in missing]
+        state = scheduler.state_dict() if hasattr(scheduler, "state_dict") else {}
+        if not {"last_iter", "warmup_steps"} <= set(state):
+            return [f"LR schedule position ({type(scheduler).__name__} cannot be positioned from an "
+                    f"original checkpoint)"]
+        taken = min(start_iter, trainer.cfg.SOLVER.WARMUP_ITERS)  # when the original kept no warmup scheduler
+        warmup_steps = extra.get("warmup_sched", {}).get("last_epoch", taken)
+        state.update(last_iter=start_iter, warmup_steps=int(warmup_steps))
+        scheduler.load_state_dict(state)
+        saved = extra.get("optimizer", {}).get("param_groups", [])
+        if saved and "initial_lr" in saved[0]:
+            want = saved[0]["lr"] / saved[0]["initial_lr"]
+            ours = [g["lr"] / g["initial_lr"] for g in trainer.optimizer.param_groups
+                    if math.isclose(g["initial_lr"], saved[0]["initial_lr"], rel_tol=1e-6)]
+            if ours and not math.isclose(ours[0], want, rel_tol=1e-4):
+                return [f"learning-rate factor (the original would use {want:.6g} x base at iteration "
+                        f"{start_iter}, this schedule gives {ours[0]:.6g}: check SOLVER.* against the "
+                        f"original run)"]
+        return []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import os
 from collections import OrderedDict
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -24,7 +23,7 @@ from fastreid.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, 
 from fastreid.utils.file_io import atomic_open
 
 from . import hooks
-from .original_checkpoint import convert_optimizer_state, is_original_checkpoint, original_start_iter
+from .original_checkpoint import OriginalRunResume
 from .preflight import remove_stale_result
 from .train_loop import HookBase, SimpleTrainer
 
@@ -87,8 +86,11 @@ class DefaultTrainer(SimpleTrainer):
         trainer.train()
 
     ``self.model`` is what runs the training step (possibly wrapped by DDP / torch.compile);
-    ``self.module`` is the bare model used for evaluation and checkpoints.
+    ``self.module`` is the bare model used for evaluation and checkpoints. Continuing a run of the original
+    fast-reid code is the ``original_resume`` strategy's job (:class:`OriginalRunResume`).
     """
+
+    original_resume = OriginalRunResume()
 
     def __init__(self, cfg: CfgNode) -> None:
         configure_runtime(cfg)
@@ -135,8 +137,8 @@ class DefaultTrainer(SimpleTrainer):
         logger.info("Resuming from %s", path)
         state_dict, extra = split_checkpoint(load_checkpoint_file(path), path)
         load_state_dict_reported(self.module, convert_reference_state_dict(state_dict), path)
-        if is_original_checkpoint(extra):
-            self._resume_original(extra, list(convert_reference_state_dict(state_dict)), path)
+        if self.original_resume.applies(extra):
+            self.original_resume.resume(self, extra, list(convert_reference_state_dict(state_dict)), path)
             return
         for key, obj in self.checkpointer.checkpointables.items():
             if key in extra:
@@ -156,9 +158,9 @@ class DefaultTrainer(SimpleTrainer):
             logger.warning(f"Checkpoint holds random states of {len(rng)} processes, this run has "
                            f"{comm.get_world_size()}: random streams are not restored")
         logger.info(f"Resuming at iteration {self.start_iter} of {self.max_iter}")
-        self._restart_data_at(self.start_iter)
+        self.restart_data_at(self.start_iter)
 
-    def _restart_data_at(self, start_iter: int) -> None:
+    def restart_data_at(self, start_iter: int) -> None:
         """Replace the training stream by one positioned at ``start_iter`` (when the loader supports it)."""
         if start_iter <= 0:
             return
@@ -167,55 +169,6 @@ class DefaultTrainer(SimpleTrainer):
         else:
             logger.warning(f"{type(self).__name__}.build_train_loader(cfg) takes no start_iter: the resumed run "
                            f"starts its data stream from the beginning")
-
-    def _resume_original(self, extra: Dict[str, Any], order: List[str], path: str) -> None:
-        """Continue a run of the original fast-reid code; logs each part that could not be carried over."""
-        self.start_iter = min(original_start_iter(extra, self.epoch_iters), self.max_iter)
-        lost = ["random states and data order (not saved by the original)",
-                "best score so far (the original saves only this epoch's score: model_best.pth is decided "
-                "again from the next evaluation)"]
-        if "optimizer" in extra:
-            state, problems = convert_optimizer_state(extra["optimizer"], self.optimizer, self.module, self.cfg, order)
-            if state is not None:
-                self.optimizer.load_state_dict(state)
-                logger.info(f"Optimizer state of {path} carried over ({len(state['state'])} parameters)")
-            else:
-                lost.append("optimizer state (" + "; ".join(problems) + ")")
-        else:
-            lost.append("optimizer state (not in the checkpoint)")
-        lost += self._position_original_schedule(extra)
-        if self.grad_scaler is not None:
-            lost.append("AMP grad-scaler state (not saved by the original): the loss scale starts afresh")
-        logger.warning(f"Resuming the original fast-reid run in {path} (epoch {extra['epoch']} done) at iteration "
-                       f"{self.start_iter} of {self.max_iter}. Not carried over: " + "; ".join(lost))
-        self._restart_data_at(self.start_iter)
-
-    def _position_original_schedule(self, extra: Dict[str, Any]) -> List[str]:
-        """Set the LR schedule to the original's position; returns what could not be carried over."""
-        if isinstance(self.scheduler, dict):
-            missing = [k for k in self.scheduler if k not in extra]
-            for k, sched in self.scheduler.items():
-                if k in extra:
-                    sched.load_state_dict(extra[k])
-            return [f"scheduler {k} (not in the checkpoint)" for k in missing]
-        state = self.scheduler.state_dict() if hasattr(self.scheduler, "state_dict") else {}
-        if not {"last_iter", "warmup_steps"} <= set(state):
-            return [f"LR schedule position ({type(self.scheduler).__name__} cannot be positioned from an "
-                    f"original checkpoint)"]
-        taken = min(self.start_iter, self.cfg.SOLVER.WARMUP_ITERS)  # when the original kept no warmup scheduler
-        warmup_steps = extra.get("warmup_sched", {}).get("last_epoch", taken)
-        state.update(last_iter=self.start_iter, warmup_steps=int(warmup_steps))
-        self.scheduler.load_state_dict(state)
-        saved = extra.get("optimizer", {}).get("param_groups", [])
-        if saved and "initial_lr" in saved[0]:
-            want = saved[0]["lr"] / saved[0]["initial_lr"]
-            ours = [g["lr"] / g["initial_lr"] for g in self.optimizer.param_groups
-                    if math.isclose(g["initial_lr"], saved[0]["initial_lr"], rel_tol=1e-6)]
-            if ours and not math.isclose(ours[0], want, rel_tol=1e-4):
-                return [f"learning-rate factor (the original would use {want:.6g} x base at iteration "
-                        f"{self.start_iter}, this schedule gives {ours[0]:.6g}: check SOLVER.* against the "
-                        f"original run)"]
-        return []
 
     def build_hooks(self) -> List[Optional[HookBase]]:
         """Timer, LR schedule, freezing, precise BN, evaluation, checkpoints and (rank 0) writers, in order."""
