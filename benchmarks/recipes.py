@@ -4,10 +4,14 @@
     python benchmarks/recipes.py                                  # about 30 minutes on 2 idle cores
     python benchmarks/recipes.py --recipes demo demo+rot90 ...    # any subset (see --list)
     python benchmarks/recipes.py --tiny                           # the whole pipeline in about a minute
+    python benchmarks/recipes.py --dataset datasets/object_patents_512 --recipes pixels original bagtricks \
+        bagtricks+ink                                             # real objects (tools/make_object_patents.py)
 
 Data: the hard synthetic set (scanned-sheet style: every effect of ``--style sheet``) with held-out
 shape families: patents whose base shape is a cylinder or a hexagon appear only in validation and
-test, so the validation split scores objects of shapes no model has trained on.
+test, so the validation split scores objects of shapes no model has trained on. ``--dataset`` scores
+any DeepPatent-layout root instead, e.g. the real-object set of ``tools/make_object_patents.py``; prepared
+copies at each recipe's size and resize mode are written once into it, so no run decodes large sheets.
 
 Budget: every recipe trains ResNet18-IBN-a from random initialisation at 64 px for the same number of
 epochs and batch size (the same images seen; wall time is printed too), then scores the validation
@@ -38,11 +42,14 @@ from tabulate import tabulate  # noqa: E402
 
 from benchmarks.seed_table import METRICS, seed_cells, test_set_metrics  # noqa: E402
 from fastreid.config import get_cfg  # noqa: E402
+from fastreid.data.prepare import prepare_dataset, prepared_dir  # noqa: E402
 from fastreid.data.synthetic import SyntheticSpec, generate  # noqa: E402
 from fastreid.data.synthetic.shapes import BASE_KINDS  # noqa: E402
 from fastreid.data.synthetic.drawing_sheet import SHEET_EFFECTS  # noqa: E402
 from fastreid.engine import default_argument_parser  # noqa: E402
 from fastreid.engine.commands import evaluate, train_main  # noqa: E402
+from fastreid.engine.defaults import setup_cfg  # noqa: E402
+from fastreid.evaluation.baselines import PixelFeatures  # noqa: E402
 from fastreid.utils.logger import setup_logger  # noqa: E402
 
 HOLDOUT_KINDS = ("cylinder", "hexagon")
@@ -65,6 +72,10 @@ class Recipe:
     opts: List[str] = field(default_factory=list)
     original: bool = False
     pretrained: bool = False
+    # No training: the raw-pixel baseline scored with the recipe's test settings.
+    pixels: bool = False
+    # Epochs as a multiple of --epochs (more budget; every other recipe keeps 1).
+    epoch_factor: float = 1.0
 
 
 RECIPES: Dict[str, Recipe] = {
@@ -85,6 +96,32 @@ RECIPES: Dict[str, Recipe] = {
     "demo": Recipe(DEMO, "the shipped demo config as it is (its INPUT.DRAWING settings included)"),
     "pretrained": Recipe(DEMO, "bagtricks from the synthetic pretraining backbone (other seed, no held-out shape)",
                          NO_DRAWING, pretrained=True),
+    "pixels": Recipe(DEMO, "raw pixels at the test size, cosine (no training)", pixels=True),
+    "pixels+ink": Recipe(DEMO, "raw pixels shrunk with the ink-preserving resize", ["INPUT.RESIZE_MODE", "ink"],
+                         pixels=True),
+    "original+ink": Recipe(ORIGINAL, "original, one change: ink-preserving resize", ["INPUT.RESIZE_MODE", "ink"],
+                           original=True),
+    "bagtricks+ink": Recipe(DEMO, "bagtricks, ink-preserving resize (INPUT.RESIZE_MODE ink)",
+                            NO_DRAWING + ["INPUT.RESIZE_MODE", "ink"]),
+    "bagtricks+area": Recipe(DEMO, "bagtricks, area-averaging resize", NO_DRAWING + ["INPUT.RESIZE_MODE", "area"]),
+    "bagtricks@96": Recipe(DEMO, "bagtricks at 96 px", NO_DRAWING + ["INPUT.SIZE_TRAIN", "[96, 96]",
+                                                                     "INPUT.SIZE_TEST", "[96, 96]"]),
+    "bagtricks@128": Recipe(DEMO, "bagtricks at 128 px", NO_DRAWING + ["INPUT.SIZE_TRAIN", "[128, 128]",
+                                                                       "INPUT.SIZE_TEST", "[128, 128]"]),
+    "bagtricks+ink@96": Recipe(DEMO, "bagtricks, ink resize, 96 px",
+                               NO_DRAWING + ["INPUT.RESIZE_MODE", "ink", "INPUT.SIZE_TRAIN", "[96, 96]",
+                                             "INPUT.SIZE_TEST", "[96, 96]"]),
+    "bagtricks+ink@128": Recipe(DEMO, "bagtricks, ink resize, 128 px",
+                                NO_DRAWING + ["INPUT.RESIZE_MODE", "ink", "INPUT.SIZE_TRAIN", "[128, 128]",
+                                              "INPUT.SIZE_TEST", "[128, 128]"]),
+    "bagtricks+ink+2x-epochs": Recipe(DEMO, "bagtricks, ink resize, twice the epochs (twice the budget)",
+                                      NO_DRAWING + ["INPUT.RESIZE_MODE", "ink"], epoch_factor=2.0),
+    "bagtricks+ink+batch128": Recipe(DEMO, "bagtricks, ink resize, batches of 128 (half the iterations)",
+                                     NO_DRAWING + ["INPUT.RESIZE_MODE", "ink", "SOLVER.IMS_PER_BATCH", "128"]),
+    "bagtricks+ink+line": Recipe(DEMO, "bagtricks, ink resize + line-width jitter",
+                                 NO_DRAWING + ["INPUT.RESIZE_MODE", "ink", "INPUT.DRAWING.LINE_PROB", "0.5"]),
+    "bagtricks+ink+crop": Recipe(DEMO, "bagtricks, ink resize + crop-and-rescale",
+                                 NO_DRAWING + ["INPUT.RESIZE_MODE", "ink", "INPUT.DRAWING.CROP_PROB", "0.5"]),
 }
 DEFAULT_RECIPES = ("original", "bagtricks", "pretrained")
 
@@ -142,19 +179,41 @@ def pretrain(args: argparse.Namespace) -> str:
     return weights
 
 
+def recipe_cfg(config: str, opts: List[str]):
+    """The frozen config a recipe runs with."""
+    return setup_cfg(default_argument_parser().parse_args(["--config-file", os.path.join(ROOT, config), *opts]))
+
+
+def ensure_prepared(cfg) -> None:
+    """Prepared copies of the data set at the run's sizes and resize mode, written once (``--dataset``)."""
+    sizes = {tuple(int(v) for v in cfg.INPUT.SIZE_TRAIN), tuple(int(v) for v in cfg.INPUT.SIZE_TEST)}
+    missing = [s for s in sorted(sizes) if not os.path.isfile(
+        os.path.join(prepared_dir(cfg.DATASETS.ROOT, s, cfg.INPUT.RESIZE_MODE), "prepared.json"))]
+    if missing:
+        prepare_dataset(cfg, missing)
+
+
 def run_recipe(name: str, args: argparse.Namespace, data: str, seed: int, out: str,
                iters_per_epoch: int) -> Dict[str, Any]:
     """Train one recipe with one seed; its validation metrics (and, for the original, with its AQE)."""
     recipe = RECIPES[name]
+    epochs = max(1, round(args.epochs * recipe.epoch_factor))
     opts = list(recipe.opts)
     if recipe.original:
-        opts += scaled_original(args.epochs, iters_per_epoch)
+        opts += scaled_original(epochs, iters_per_epoch)
     if recipe.pretrained:
         opts += ["MODEL.BACKBONE.PRETRAIN", "True", "MODEL.BACKBONE.PRETRAIN_PATH", pretrain(args)]
-    opts = budget_opts(args, data, seed) + opts + ["OUTPUT_DIR", out]
+    opts = budget_opts(args, data, seed) + ["SOLVER.MAX_EPOCH", str(epochs)] + opts + ["OUTPUT_DIR", out]
+    if args.dataset:
+        ensure_prepared(recipe_cfg(recipe.config, opts))
     start = time.perf_counter()
+    if recipe.pixels:
+        row: Dict[str, Any] = {"seed": seed, **test_set_metrics(
+            evaluate_features(recipe_cfg(recipe.config, opts), PixelFeatures(), "DeepPatent", out))}
+        row["seconds"] = time.perf_counter() - start
+        return row
     cli = default_argument_parser().parse_args(["--config-file", os.path.join(ROOT, recipe.config), *opts])
-    row: Dict[str, Any] = {"seed": seed, **test_set_metrics(train_main(cli))}
+    row = {"seed": seed, **test_set_metrics(train_main(cli))}
     row["seconds"] = time.perf_counter() - start
     if recipe.original:
         cfg = get_cfg()
@@ -185,6 +244,8 @@ def main(argv: List[str] = None) -> int:
                         metavar="NAME", help=f"recipes to train (default: {' '.join(DEFAULT_RECIPES)})")
     parser.add_argument("--list", action="store_true", help="print the recipes and exit")
     parser.add_argument("--work", default=os.path.join(ROOT, "logs/bench_recipes"), help="data and runs")
+    parser.add_argument("--dataset", default="", help="a DeepPatent-layout root to score instead of the hard "
+                                                      "synthetic set (e.g. tools/make_object_patents.py's)")
     parser.add_argument("--patents", type=int, default=600, help="patents in the hard synthetic set")
     parser.add_argument("--size", type=int, default=64, help="training and test size in pixels")
     parser.add_argument("--epochs", type=int, default=5)
@@ -203,8 +264,8 @@ def main(argv: List[str] = None) -> int:
         args.pretrain_patents, args.pretrain_epochs = 40, 1
     os.makedirs(args.work, exist_ok=True)
     setup_logger(args.work)
-    data = os.path.join(args.work, f"hard-{args.patents}-{args.size}px")
-    if not os.path.isfile(os.path.join(data, "synthetic_info.json")):
+    data = os.path.abspath(args.dataset) if args.dataset else os.path.join(args.work, f"hard-{args.patents}-{args.size}px")
+    if not args.dataset and not os.path.isfile(os.path.join(data, "synthetic_info.json")):
         generate(data, SyntheticSpec(num_patents=args.patents, image_size=args.size, seed=11, effects=SHEET_EFFECTS,
                                      holdout_kinds=HOLDOUT_KINDS, val_fraction=0.2, train_fraction=0.6))
     with open(os.path.join(data, "train_data", "train_patent_trn.txt"), encoding="utf-8") as f:
@@ -216,9 +277,11 @@ def main(argv: List[str] = None) -> int:
             rows[name].append(run_recipe(name, args, data, seed, os.path.join(runs, f"{name}-seed{seed}"),
                                          iters_per_epoch))
     text = summarise(rows)
-    print(f"\nHard synthetic set: {args.patents} patents, sheet style, {', '.join(HOLDOUT_KINDS)} held out of "
-          f"training; ResNet18-IBN-a from scratch, {args.size} px, {args.epochs} epochs of batch {args.batch} "
-          f"({iters_per_epoch} iterations each); seeds {args.seeds}; mean ± half range\n")
+    about = (f"Data set {data}" if args.dataset else f"Hard synthetic set: {args.patents} patents, sheet style, "
+             f"{', '.join(HOLDOUT_KINDS)} held out of training")
+    print(f"\n{about}; ResNet18-IBN-a from scratch, {args.size} px, {args.epochs} epochs of batch {args.batch} "
+          f"({iters_per_epoch} iterations each) unless the recipe says otherwise; seeds {args.seeds}; "
+          f"mean ± half range\n")
     print(text)
     with open(os.path.join(runs, "recipes.json"), "w", encoding="utf-8") as f:
         json.dump({"args": vars(args), "results": rows, "table": text}, f, indent=2)

@@ -25,36 +25,19 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tabulate import tabulate  # noqa: E402
-from torch import nn  # noqa: E402
 
 from fastreid.config import CfgNode  # noqa: E402
-from fastreid.data import build_reid_test_loader  # noqa: E402
 from fastreid.data.synthetic import SyntheticSpec, generate, load_test_ground_truth  # noqa: E402
 from fastreid.engine import default_argument_parser  # noqa: E402
 from fastreid.engine.commands import build_eval_model, train_main  # noqa: E402
 from fastreid.engine.stages import plan_stages, previous_stage_weights, stage_config  # noqa: E402
-from fastreid.evaluation import ReidEvaluator, inference_on_dataset, score_submission  # noqa: E402
+from fastreid.evaluation import score_submission  # noqa: E402
+from fastreid.evaluation.baselines import PixelFeatures, evaluate_features  # noqa: E402
 from fastreid.utils.logger import setup_logger  # noqa: E402
 
 logger = logging.getLogger("fastreid.demo")
 
 METRICS = ("mAP", "mAP@10", "Rank-1", "Rank-5", "Rank-10", "mINP")
-
-
-class PixelFeatures(nn.Module):
-    """The baseline 'model': the first channel of the (grey, test-size) image, flattened."""
-
-    def forward(self, batch: Any) -> torch.Tensor:
-        images = batch["images"] if isinstance(batch, dict) else batch
-        return images[:, 0].flatten(1).float()
-
-
-def evaluate_model(cfg: CfgNode, model: nn.Module, dataset: str, output_dir: str) -> Dict[str, float]:
-    """Metrics (labeled set) or ``result.npy`` (unlabeled set) of ``model`` on ``dataset``."""
-    loader, num_query = build_reid_test_loader(cfg, dataset)
-    labeled = bool(getattr(loader.dataset, "labeled", True))
-    evaluator = ReidEvaluator(cfg, num_query, output_dir, labeled=labeled)
-    return inference_on_dataset(model, loader, evaluator) or {}
 
 
 def qe_cells(cfg: CfgNode, metrics: Dict[str, float]) -> List[Any]:
@@ -124,15 +107,15 @@ def main(argv: List[str] = None) -> int:
     model = build_eval_model(cfg)
     trained_dir = os.path.join(args.output, "final")
     # The visualisation shows the worst validation queries, where right and wrong answers are known.
-    trained = evaluate_model(final_cfg(cfg, trained_dir, vis=True), model, "DeepPatent", trained_dir)
-    evaluate_model(final_cfg(cfg, trained_dir, vis=False), model, "DeepPatentTest", trained_dir)
+    trained = evaluate_features(final_cfg(cfg, trained_dir, vis=True), model, "DeepPatent", trained_dir)
+    evaluate_features(final_cfg(cfg, trained_dir, vis=False), model, "DeepPatentTest", trained_dir)
     timings["evaluation"] = time.perf_counter() - start
 
     start = time.perf_counter()
     pixel_dir = os.path.join(args.output, "pixel_baseline")
     pixel_cfg = final_cfg(cfg, pixel_dir, vis=False)
-    pixel = evaluate_model(pixel_cfg, PixelFeatures(), "DeepPatent", pixel_dir)
-    evaluate_model(pixel_cfg, PixelFeatures(), "DeepPatentTest", pixel_dir)
+    pixel = evaluate_features(pixel_cfg, PixelFeatures(), "DeepPatent", pixel_dir)
+    evaluate_features(pixel_cfg, PixelFeatures(), "DeepPatentTest", pixel_dir)
     timings["pixel baseline"] = time.perf_counter() - start
 
     q_labels, db_labels = load_test_ground_truth(args.data)

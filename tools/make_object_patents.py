@@ -25,13 +25,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from PIL import Image  # noqa: E402
 
 from fastreid.data.synthetic.catalog import DEFAULT_CATALOG_DIR, read_catalogs  # noqa: E402
-from fastreid.data.synthetic.object_patents import ObjectSpec, generate_objects, render_object_patent  # noqa: E402
+from fastreid.data.synthetic.object_patents import ObjectPatentSpec, generate_objects, render_object_patent  # noqa: E402
 from fastreid.utils.file_io import atomic_open  # noqa: E402
 
-EXAMPLE_MODELS = ("Armchair", "Desk lamp", "Coffee maker", "Scooter")
+EXAMPLE_MODELS = ("Armchair", "Desk lamp", "Coffee maker", "Scooter", "Stapler")
 
 
-def write_examples(path: str, spec: ObjectSpec, names=EXAMPLE_MODELS, cell: int = 256) -> None:
+def write_examples(path: str, spec: ObjectPatentSpec, names=EXAMPLE_MODELS, cell: int = 256) -> None:
     """A grid: one row per named model, its perspective, front, left and top sheets."""
     models = read_catalogs(spec.catalogs)
     chosen = [next((m for m in models if m.name == n), None) for n in names]
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     parser.add_argument("--examples", metavar="PNG", help="write an example figure instead of a data set")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    spec = ObjectSpec(catalogs=tuple(args.catalogs), image_size=args.image_size, seed=args.seed,
+    spec = ObjectPatentSpec(catalogs=tuple(args.catalogs), image_size=args.image_size, seed=args.seed,
                       min_views=args.min_views, max_views=args.max_views, train_fraction=args.train_fraction,
                       val_fraction=args.val_fraction, crease_deg=args.crease_deg, max_faces=args.max_faces,
                       limit=args.limit)

@@ -5,9 +5,12 @@
     python tools/prepare_dataset.py --root datasets/synthetic_patents --size 64 --size 96 --workers 8
 
 Every image listed by the datasets of DATASETS.NAMES and DATASETS.TESTS is read as the loaders read
-it (INPUT.GRAYSCALE), resized to each size with the test transform's bicubic resize and written as PNG
-to <root>/prepared/<H>x<W>/ under its relative path; list files are copied. Loaders whose image size
-matches a copy read it (DATASETS.PREPARED, see docs/training.md). A size is N (square) or HxW.
+it (INPUT.GRAYSCALE), resized to each size with the loaders' resize (INPUT.RESIZE_MODE: bicubic, or
+area / ink, which keep thin lines) and written as PNG to <root>/prepared/<H>x<W>/ (<H>x<W>_<mode>/ for
+other modes) under its relative path; list files are copied. Loaders whose image size and resize mode
+match a copy read it (DATASETS.PREPARED, see docs/training.md). A size is N (square) or HxW.
+
+    python tools/prepare_dataset.py --root datasets/object_patents --size 128 INPUT.RESIZE_MODE ink
 """
 from __future__ import annotations
 

@@ -6,9 +6,10 @@ loaders can read a copy whose images are already at the loader's size::
     <root>/prepared/<H>x<W>/   same layout and list files as <root>, images resized to H x W
     <root>/prepared/<H>x<W>/prepared.json   size, grayscale, resize method, list-file digests
 
-The copy holds what the loader's own first steps would compute (``read_image`` then the bicubic
-resize of the test transform), so a loader reading it yields the same tensors as one reading the
-originals (a test checks this). A copy is used only when it matches the loader's size and
+The copy holds what the loader's own first steps would compute (``read_image`` then the resize of
+``INPUT.RESIZE_MODE``, :func:`fastreid.data.transforms.resize.resize_drawing`), so a loader reading it
+yields the same tensors as one reading the originals (a test checks this). Copies of other resize modes
+live beside the bicubic one (``prepared/<H>x<W>_<mode>``). A copy is used only when it matches the loader's size and
 ``INPUT.GRAYSCALE`` and its list files equal the originals; anything else is an error, never a
 silently different input. Training with AutoAugment is the exception that differs (AutoAugment runs
 before the resize), so ``DATASETS.PREPARED auto`` reads the originals for it and ``always`` uses the
@@ -24,13 +25,11 @@ import os
 import shutil
 from typing import Dict, Iterable, List, Sequence, Tuple
 
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2 as T
-
 from fastreid.config import CfgNode, ConfigError
 from fastreid.utils.file_io import atomic_open
 
 from .data_utils import read_image
+from .transforms.resize import resize_drawing
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +39,10 @@ MODES = ("auto", "always", "never")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def prepared_dir(root: str, size: Sequence[int]) -> str:
-    """Where the copy of ``root`` at ``size`` = (height, width) lives."""
-    return os.path.join(root, "prepared", f"{int(size[0])}x{int(size[1])}")
+def prepared_dir(root: str, size: Sequence[int], mode: str = "bicubic") -> str:
+    """Where the copy of ``root`` at ``size`` = (height, width) shrunk with resize ``mode`` lives."""
+    suffix = "" if mode == "bicubic" else f"_{mode}"
+    return os.path.join(root, "prepared", f"{int(size[0])}x{int(size[1])}{suffix}")
 
 
 def _digest(path: str) -> str:
@@ -57,9 +57,12 @@ def _is_image(path: str) -> bool:
     return path.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _manifest_entries(size: Sequence[int], grayscale: bool) -> Dict[str, object]:
+def _manifest_entries(size: Sequence[int], grayscale: bool, mode: str) -> Dict[str, object]:
+    # The bicubic wording predates INPUT.RESIZE_MODE; kept so that existing copies stay valid.
+    resize = ("torchvision Resize, bicubic, antialias" if mode == "bicubic"
+              else f"fastreid resize_drawing, mode {mode}")
     return {"version": FORMAT_VERSION, "size": [int(size[0]), int(size[1])], "grayscale": bool(grayscale),
-            "resize": "torchvision Resize, bicubic, antialias, on the image read by fastreid read_image"}
+            "resize": resize + ", on the image read by fastreid read_image"}
 
 
 def resolve_root(cfg: CfgNode, root: str, size: Sequence[int], training: bool) -> str:
@@ -80,21 +83,23 @@ def resolve_root(cfg: CfgNode, root: str, size: Sequence[int], training: bool) -
             raise ConfigError(f"DATASETS.PREPARED is 'always' but the image size {list(size)} (INPUT.SIZE_TRAIN / "
                               f"SIZE_TEST) is not [height, width]: prepared copies exist only for a fixed size")
         return root
-    folder = prepared_dir(root, size)
+    folder = prepared_dir(root, size, cfg.INPUT.RESIZE_MODE)
     manifest_path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(manifest_path):
         if mode == "always":
             raise ConfigError(f"DATASETS.PREPARED is 'always' but {manifest_path} does not exist; write it with "
-                              f"python tools/prepare_dataset.py --root {root} --size {size[0]}x{size[1]}")
+                              f"python tools/prepare_dataset.py --root {root} --size {size[0]}x{size[1]}"
+                              + ("" if cfg.INPUT.RESIZE_MODE == "bicubic" else
+                                 f" INPUT.RESIZE_MODE {cfg.INPUT.RESIZE_MODE}"))
         return root
     with open(manifest_path, encoding="utf-8") as f:
         manifest = json.load(f)
-    expected = _manifest_entries(size, cfg.INPUT.GRAYSCALE)
+    expected = _manifest_entries(size, cfg.INPUT.GRAYSCALE, cfg.INPUT.RESIZE_MODE)
     for key, want in expected.items():
         if manifest.get(key) != want:
             raise ConfigError(f"{manifest_path}: {key} is {manifest.get(key)!r} but this run needs {want!r} "
-                              f"(INPUT.SIZE_TRAIN/SIZE_TEST, INPUT.GRAYSCALE); prepare the copy again or set "
-                              f"DATASETS.PREPARED never")
+                              f"(INPUT.SIZE_TRAIN/SIZE_TEST, INPUT.GRAYSCALE, INPUT.RESIZE_MODE); prepare the copy "
+                              f"again or set DATASETS.PREPARED never")
     for rel, digest in manifest.get("files", {}).items():
         original = os.path.join(root, rel)
         if os.path.isfile(original) and _digest(original) != digest:
@@ -108,9 +113,9 @@ def resolve_root(cfg: CfgNode, root: str, size: Sequence[int], training: bool) -
     return folder
 
 
-def _resize_one(job: Tuple[str, str, Tuple[int, int], bool]) -> None:
-    src, dst, size, grayscale = job
-    img = T.Resize(list(size), interpolation=InterpolationMode.BICUBIC)(read_image(src, grayscale))
+def _resize_one(job: Tuple[str, str, Tuple[int, int], bool, str]) -> None:
+    src, dst, size, grayscale, mode = job
+    img = resize_drawing(read_image(src, grayscale), size, mode)
     # Grayscale drawings are stored as one channel: L -> RGB -> L is exact for equal channels.
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     (img.convert("L") if grayscale else img).save(dst, format="PNG")
@@ -155,7 +160,7 @@ def prepare_dataset(cfg: CfgNode, sizes: Iterable[Sequence[int]], workers: int =
     folders = []
     for size in sizes:
         size = (int(size[0]), int(size[1]))
-        final = prepared_dir(root, size)
+        final = prepared_dir(root, size, cfg.INPUT.RESIZE_MODE)
         tmp = f"{final}.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         files = {}
@@ -164,7 +169,8 @@ def prepare_dataset(cfg: CfgNode, sizes: Iterable[Sequence[int]], workers: int =
             os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
             shutil.copy2(src, os.path.join(tmp, rel))
             files[rel] = _digest(src)
-        jobs = [(p, os.path.join(tmp, os.path.relpath(p, root)), size, bool(cfg.INPUT.GRAYSCALE)) for p in images]
+        jobs = [(p, os.path.join(tmp, os.path.relpath(p, root)), size, bool(cfg.INPUT.GRAYSCALE),
+                 str(cfg.INPUT.RESIZE_MODE)) for p in images]
         n = workers or os.cpu_count() or 1
         if n > 1 and len(jobs) > 1:
             with mp.get_context("fork" if os.name != "nt" else "spawn").Pool(n) as pool:
@@ -174,7 +180,7 @@ def prepare_dataset(cfg: CfgNode, sizes: Iterable[Sequence[int]], workers: int =
             for job in jobs:
                 _resize_one(job)
         with atomic_open(os.path.join(tmp, MANIFEST), "w") as f:
-            json.dump({**_manifest_entries(size, cfg.INPUT.GRAYSCALE), "source": root, "images": len(jobs),
+            json.dump({**_manifest_entries(size, cfg.INPUT.GRAYSCALE, cfg.INPUT.RESIZE_MODE), "source": root, "images": len(jobs),
                        "files": files}, f, indent=1)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)

@@ -22,7 +22,7 @@ class InferencePreprocess:
     """``preprocess(image) -> 3 x H x W`` float tensor in 0..255, as the test loader yields it.
 
     Args:
-        cfg: config; ``INPUT.SIZE_TEST`` and ``INPUT.GRAYSCALE`` decide the result.
+        cfg: config; ``INPUT.SIZE_TEST``, ``INPUT.RESIZE_MODE`` and ``INPUT.GRAYSCALE`` decide the result.
     """
 
     def __init__(self, cfg: CfgNode) -> None:
@@ -51,7 +51,7 @@ def preprocessing_signature(cfg: CfgNode) -> Dict[str, Any]:
     return {
         "size_test": [int(v) for v in cfg.INPUT.SIZE_TEST],
         "grayscale": bool(cfg.INPUT.GRAYSCALE),
-        "resize": "bicubic",
+        "resize": str(cfg.INPUT.RESIZE_MODE),
         "pixel_mean": [float(v) for v in cfg.MODEL.PIXEL_MEAN],
         "pixel_std": [float(v) for v in cfg.MODEL.PIXEL_STD],
         "flip_test": bool(cfg.TEST.FLIP.ENABLED),

@@ -35,10 +35,13 @@ from .line_render import ORTHO_VIEWS, Mesh
 logger = logging.getLogger(__name__)
 
 INFO_FILE = "objects_info.json"
+# A smooth surface passing behind itself jumps in depth by a good share of the object's depth; a
+# surface seen edge-on (a cylinder's flank) is steep only within a pixel or two of its outline.
+FOLD_JUMP = 0.1
 
 
 @dataclass
-class ObjectSpec:
+class ObjectPatentSpec:
     """What to render; see ``tools/make_object_patents.py`` for each field."""
 
     catalogs: Tuple[str, ...] = ("/usr/share/sweethome3d/furniture",)
@@ -113,7 +116,7 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *key]))
 
 
-def _split(models: Sequence[CatalogModel], spec: ObjectSpec, rng: np.random.Generator) -> List[str]:
+def _split(models: Sequence[CatalogModel], spec: ObjectPatentSpec, rng: np.random.Generator) -> List[str]:
     """Train / val / test per model, stratified by category so every split sees every category."""
     split = ["train"] * len(models)
     by_cat: Dict[str, List[int]] = {}
@@ -135,7 +138,7 @@ def _split(models: Sequence[CatalogModel], spec: ObjectSpec, rng: np.random.Gene
     return split
 
 
-def render_object_patent(model: CatalogModel, views: Sequence[str], spec: ObjectSpec, index: int
+def render_object_patent(model: CatalogModel, views: Sequence[str], spec: ObjectPatentSpec, index: int
                          ) -> List[np.ndarray]:
     """The sheets of one object patent (perspective first); a pure function of its arguments."""
     vertices, faces = load_mesh(model)
@@ -153,11 +156,11 @@ def render_object_patent(model: CatalogModel, views: Sequence[str], spec: Object
         margin = float(rng.uniform(0.04, 0.12))
         out.append(render_sheet(mesh, view, spec.image_size, look, sheet_rng, spec.effects, margin=margin,
                                 yaw=yaw, pitch=pitch, fig=fig, n_sheets=len(views), supersample=1,
-                                fold_jump=0.03, hatch_scale=scale))
+                                fold_jump=FOLD_JUMP, hatch_scale=scale))
     return out
 
 
-def _check_model(job: Tuple[CatalogModel, ObjectSpec]) -> Tuple[str, int, str]:
+def _check_model(job: Tuple[CatalogModel, ObjectPatentSpec]) -> Tuple[str, int, str]:
     """(key, faces, reason to skip or '') for one model (runs in a worker process)."""
     model, spec = job
     try:
@@ -170,7 +173,7 @@ def _check_model(job: Tuple[CatalogModel, ObjectSpec]) -> Tuple[str, int, str]:
         return model.key, 0, f"{type(e).__name__}: {e}"
 
 
-def _render_job(job: Tuple[CatalogModel, List[str], List[str], ObjectSpec, int]) -> None:
+def _render_job(job: Tuple[CatalogModel, List[str], List[str], ObjectPatentSpec, int]) -> None:
     model, views, paths, spec, index = job
     for img, path in zip(render_object_patent(model, views, spec, index), paths):
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -179,13 +182,13 @@ def _render_job(job: Tuple[CatalogModel, List[str], List[str], ObjectSpec, int])
         os.replace(tmp, path)
 
 
-def generate_objects(output: str, spec: Optional[ObjectSpec] = None, workers: int = 0) -> Dict[str, object]:
+def generate_objects(output: str, spec: Optional[ObjectPatentSpec] = None, workers: int = 0) -> Dict[str, object]:
     """Render every usable catalogue model as a patent into ``output``; returns counts and skips.
 
     Degenerate models (unreadable, no faces, flat, more than ``max_faces``) are skipped with their
     reason, listed in ``objects_info.json`` next to every patent's source, category and credit.
     """
-    spec = spec or ObjectSpec()
+    spec = spec or ObjectPatentSpec()
     spec.check()
     models = read_catalogs(spec.catalogs)
     if not models:
