@@ -128,6 +128,9 @@ _C.INPUT.SIZE_TRAIN = [256, 128]
 _C.INPUT.SIZE_TEST = [256, 128]
 # Read images as 8-bit grayscale repeated to 3 channels (as the reference); False reads RGB.
 _C.INPUT.GRAYSCALE = True
+# How drawings are shrunk to the input size: "bicubic" (the reference), "area" or "ink" (line-preserving:
+# min-filter the ink over the shrink factor, then area-average; see docs/training.md).
+_C.INPUT.RESIZE_MODE = "bicubic"
 
 _C.INPUT.CROP = CN()
 # After the resize: a random resized crop in training, a centre crop at test time (fast-reid's INPUT.CROP).
@@ -345,6 +348,8 @@ _C.TEST.SEARCH.INDEX = "flat"
 _C.TEST.SEARCH.NLIST = 1024
 # IVF: lists visited per query.
 _C.TEST.SEARCH.NPROBE = 32
+# IVF-PQ: 8-bit sub-quantisers per vector (0: dimension / 8); must divide the dimension.
+_C.TEST.SEARCH.PQ_M = 0
 
 _C.TEST.AQE = CN()
 # Alpha-weighted average query expansion.
@@ -358,8 +363,6 @@ _C.TEST.AQE.ALPHA = 3.0
 # "all": expand queries and database together (reference); "query": expand queries only.
 _C.TEST.AQE.MODE = "all"
 # Choose QE_K/ALPHA on labeled test sets (or none when no pair beats no expansion) and apply the
-# IVF-PQ: 8-bit sub-quantisers per vector (0: dimension / 8); must divide the dimension.
-_C.TEST.SEARCH.PQ_M = 0
 # recorded choice to unlabeled sets evaluated later; overrides ENABLED/QE_K/ALPHA.
 _C.TEST.AQE.AUTO = False
 # TEST.AQE.AUTO: candidate neighbour counts (the item itself included).
@@ -370,6 +373,10 @@ _C.TEST.AQE.AUTO_ALPHA = (0.0, 1.0, 2.0, 3.0)
 _C.TEST.AQE.AUTO_CRITERION = "mAP@10"
 # TEST.AQE.AUTO: the choice file (empty: OUTPUT_DIR/qe_choice.json).
 _C.TEST.AQE.AUTO_FILE = ""
+# TEST.AQE.AUTO: one-sided confidence (paired bootstrap over queries, Bonferroni over candidates) that an expansion's gain is real; 0: any mean gain.
+_C.TEST.AQE.AUTO_CONFIDENCE = 0.95
+# TEST.AQE.AUTO: the gain's lower confidence bound must exceed this many points of AUTO_CRITERION.
+_C.TEST.AQE.AUTO_MIN_GAIN = 0.0
 
 _C.TEST.DBA = CN()
 # Database-side augmentation: replace each database feature by the weighted mean of its neighbours.
