@@ -560,6 +560,20 @@ class ShapePatents(ImageDataset):
 
 
 @DATASET_REGISTRY.register()
+class ShapePatentsFew(ShapePatents):
+    """Takes an argument of its own, which a project passes through the loader builder (as NAIC20 does)."""
+
+    def __init__(self, root="datasets", max_ids=None, **kwargs):
+        self.max_ids = max_ids
+        super().__init__(root, **kwargs)
+
+    def process_dir(self, dir_path, path_file, is_train=False, is_query=False):
+        data = super().process_dir(dir_path, path_file, is_train, is_query)
+        keep = sorted({pid for _, pid, _ in data})[:self.max_ids] if is_train else None
+        return [item for item in data if keep is None or item[1] in keep]
+
+
+@DATASET_REGISTRY.register()
 class ShapePatentsTest(ImageDataset):
     """The challenge code's test-set shape: path-only lists, every image id 0."""
 
@@ -641,6 +655,10 @@ def test_challenge_dataset_classes_train_with_one_value_size_and_crop(fastreid_d
     assert images.shape == (16, 3, 64, 64)  # shorter side 72, then a 64 x 64 random resized crop
     loader, num_query = build_reid_test_loader(trainer.cfg, "ShapePatents")
     assert num_query == 4 and next(iter(loader))["images"].shape[-2:] == (64, 64)
+    cfg = trainer.cfg.clone()
+    cfg.defrost()
+    cfg.DATASETS.NAMES = ("ShapePatentsFew",)
+    assert build_reid_train_loader(cfg, max_ids=5).dataset.num_classes == 5
 
 
 def test_distillation_project_with_frozen_teacher_and_own_evaluator(fastreid_datasets, tmp_path):

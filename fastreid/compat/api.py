@@ -115,6 +115,7 @@ FASTREID_API: List[ApiName] = [
     ApiName(f"{_M}.losses", "triplet_loss", "`(embedding, targets, margin, norm_feat, hard_mining)`"),
     ApiName(f"{_M}.losses", "pairwise_circleloss", "`(embedding, targets, margin, gamma)`"),
     ApiName(f"{_M}.losses", "pairwise_cosface", "`(embedding, targets, margin, gamma)`"),
+    ApiName(f"{_M}.losses.utils", "concat_all_gather", "every rank's tensor concatenated, without gradient"),
     ApiName(f"{_M}.losses", "log_accuracy", "returns the top-1 accuracy (fast-reid writes it to the event storage)"),
     ApiName(f"{_U}", "comm", "`get_world_size`, `get_rank`, `get_local_rank`, `get_local_size`, "
             "`is_main_process`, `synchronize`, `all_gather`, `gather`, `shared_random_seed`"),

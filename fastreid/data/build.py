@@ -30,20 +30,22 @@ _root = os.getenv("FASTREID_DATASETS", "datasets")
 
 
 def load_dataset(cfg: CfgNode, name: str, image_size: Optional[Sequence[int]] = None,
-                 training: bool = False) -> ImageDataset:
+                 training: bool = False, **kwargs: Any) -> ImageDataset:
     """Construct the dataset registered as ``name`` under the configured datasets root.
 
     With ``image_size`` (the loader's), a matching prepared copy of the root is read instead when
-    ``DATASETS.PREPARED`` allows it (see :mod:`fastreid.data.prepare`).
+    ``DATASETS.PREPARED`` allows it (see :mod:`fastreid.data.prepare`). ``cfg`` and ``kwargs`` (what code
+    written for fast-reid passes to its loader builders, e.g. ``rm_lt=True``) reach the constructor where it
+    takes them.
     """
     root = datasets_root(cfg)
     if image_size is not None:
         root = resolve_root(cfg, root, image_size, training)
     cls = DATASET_REGISTRY.get(name)
-    params = inspect.signature(cls).parameters.values()
-    if any(p.name == "cfg" or p.kind is p.VAR_KEYWORD for p in params):
-        return cls(root=root, cfg=cfg)
-    return cls(root=root)  # a class written for fast-reid without **kwargs
+    params = inspect.signature(cls).parameters
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    extra = {k: v for k, v in dict(kwargs, cfg=cfg).items() if takes_all or k in params}
+    return cls(root=root, **extra)
 
 
 def _on_cuda(cfg: CfgNode) -> bool:
@@ -135,13 +137,13 @@ def build_reid_train_loader(cfg: CfgNode, start_iter: int = 0, *, train_set: Opt
     fast-reid's keywords: ``train_set`` (any map-style dataset, e.g. a project's own, used instead of
     ``DATASETS.NAMES``; its items are drawn by the configured sampler, seeded per sample as ours),
     ``transforms`` (instead of the ``INPUT.*`` pipeline) and ``sampler`` (a sampler of plain indices, used as
-    given: no exact resume). Other keywords (fast-reid passes ``combineall``) are accepted; the config has them.
+    given: no exact resume). Other keywords go to the dataset constructors that take them, as in fast-reid.
     """
     if train_set is None:
         items: List[Tuple[str, object, int]] = []
         origins: Dict[str, str] = {}
         for name in cfg.DATASETS.NAMES:
-            ds = load_dataset(cfg, name, cfg.INPUT.SIZE_TRAIN, training=True)
+            ds = load_dataset(cfg, name, cfg.INPUT.SIZE_TRAIN, training=True, **kwargs)
             check_nonempty(ds, name, "train")
             # Integer ids of user datasets get the dataset prefix too, so that datasets never collide.
             items += [(p, pid if isinstance(pid, str) else f"{name}_{pid}", cam) for p, pid, cam in ds.train]
@@ -195,7 +197,7 @@ def build_reid_test_loader(cfg: CfgNode, dataset_name: Optional[str] = None, *, 
     if test_set is None:
         if dataset_name is None:
             raise ValueError("build_reid_test_loader needs dataset_name (a DATASETS.TESTS name) or test_set")
-        ds = load_dataset(cfg, dataset_name, cfg.INPUT.SIZE_TEST)
+        ds = load_dataset(cfg, dataset_name, cfg.INPUT.SIZE_TEST, **kwargs)
         # An empty gallery is a project's choice (its evaluator searches the queries among themselves, as
         # fast-reid's image-retrieval project does); the preflight of our tools still requires one.
         check_nonempty(ds, dataset_name, "query")

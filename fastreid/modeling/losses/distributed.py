@@ -25,3 +25,13 @@ def ddp_gradient_scale(loss: torch.Tensor, world_size: int) -> torch.Tensor:
     if world_size == 1:
         return loss
     return loss * world_size - loss.detach() * (world_size - 1)
+
+
+@torch.no_grad()
+def concat_all_gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` concatenated along dim 0, in rank order, without gradient (fast-reid's name)."""
+    if comm.get_world_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(comm.get_world_size())]
+    torch.distributed.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
