@@ -118,3 +118,16 @@ def test_classification_head_and_evaluator():
     assert evaluator.evaluate() == pytest.approx({"Acc@1": 200 / 3, "metric": 200 / 3})
     assert comm.gather({"a": 1}) == [{"a": 1}] and comm.get_local_size() == 1
     assert flatten_results_dict({"set": {"mAP": 1.0}, "x": 2}) == {"set/mAP": 1.0, "x": 2.0}
+
+
+def test_onnx_input_size_with_fastreid_sizes():
+    from fastreid.config import ConfigError, get_cfg
+    from fastreid.retrieval.export import onnx_input_size
+
+    cfg = get_cfg()
+    assert onnx_input_size(cfg) == (256, 128)
+    cfg.INPUT.SIZE_TEST = [72]
+    with pytest.raises(ConfigError, match="INPUT.SIZE_TEST is \\[72\\]"):
+        onnx_input_size(cfg)
+    cfg.INPUT.CROP.ENABLED, cfg.INPUT.CROP.SIZE = True, [64]
+    assert onnx_input_size(cfg) == (64, 64)

@@ -14,11 +14,12 @@ import logging
 import os
 import tempfile
 import warnings
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from fastreid.config import ConfigError
 from fastreid.data.preprocess import ImageLike
 from fastreid.evaluation import extract_features, normalize
 from fastreid.utils.file_io import atomic_open
@@ -48,10 +49,23 @@ class _FeatureGraph(nn.Module):
         return extract_features(self.model, {"images": images}, self.flip_test, amp_dtype="")
 
 
+def onnx_input_size(cfg) -> Tuple[int, int]:
+    """The (height, width) the test transforms give every image: the centre crop of ``INPUT.CROP`` or a
+    two-value ``INPUT.SIZE_TEST``; fast-reid's one-value size alone keeps each image's aspect, which a
+    traced graph cannot take."""
+    if cfg.INPUT.CROP.ENABLED:
+        size = [int(v) for v in cfg.INPUT.CROP.SIZE]
+        return (size[0], size[0]) if len(size) == 1 else (size[0], size[1])
+    if len(cfg.INPUT.SIZE_TEST) != 2:
+        raise ConfigError(f"ONNX export needs a fixed input size, but INPUT.SIZE_TEST is {list(cfg.INPUT.SIZE_TEST)} "
+                          f"(aspect kept per image): give [height, width] or enable INPUT.CROP")
+    return int(cfg.INPUT.SIZE_TEST[0]), int(cfg.INPUT.SIZE_TEST[1])
+
+
 def export_onnx(extractor: TorchExtractor, output: str, opset: int = 17) -> str:
     """Write the extractor's model to ``output`` (ONNX, dynamic batch) with fastreid metadata; returns the path."""
     onnx = _onnx()
-    h, w = extractor.cfg.INPUT.SIZE_TEST
+    h, w = onnx_input_size(extractor.cfg)
     graph = _FeatureGraph(extractor.module, extractor.flip_test).eval()
     dummy = torch.full((2, 3, int(h), int(w)), 255.0, device=next(extractor.module.parameters()).device)
     folder = os.path.dirname(os.path.abspath(output))
