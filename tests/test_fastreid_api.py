@@ -131,3 +131,50 @@ def test_onnx_input_size_with_fastreid_sizes():
         onnx_input_size(cfg)
     cfg.INPUT.CROP.ENABLED, cfg.INPUT.CROP.SIZE = True, [64]
     assert onnx_input_size(cfg) == (64, 64)
+
+
+class _ProjectSet(torch.utils.data.Dataset):
+    """A project's own training set (fast-reid style): random content, labels in img_items."""
+
+    img_items = [(f"img{i}.png", f"id{i % 3}", "cam0") for i in range(12)]
+
+    def __len__(self):
+        return len(self.img_items)
+
+    def __getitem__(self, index):
+        return {"images": torch.rand(3, 8, 8), "targets": index % 3, "index": index}
+
+    @property
+    def num_classes(self):
+        return 3
+
+
+@pytest.mark.parametrize("sampler", ["TrainingSampler", "NaiveIdentitySampler"])
+def test_project_train_set_is_drawn_by_our_samplers_with_exact_resume(sampler):
+    from fastreid.config import get_cfg
+    from fastreid.data.build import build_reid_train_loader
+
+    cfg = get_cfg()
+    cfg.MODEL.DEVICE, cfg.SEED, cfg.SOLVER.IMS_PER_BATCH = "cpu", 5, 4
+    cfg.DATALOADER.SAMPLER_TRAIN, cfg.DATALOADER.NUM_INSTANCE, cfg.DATALOADER.NUM_WORKERS = sampler, 2, 2
+    loader = build_reid_train_loader(cfg, train_set=_ProjectSet())
+    assert loader.dataset.num_classes == 3  # the project's attributes show through
+    stream = iter(loader)
+    first = [next(stream) for _ in range(3)]
+    resumed = next(iter(build_reid_train_loader(cfg, start_iter=2, train_set=_ProjectSet())))
+    assert torch.equal(resumed["index"], first[2]["index"]) and torch.equal(resumed["images"], first[2]["images"])
+    if sampler == "NaiveIdentitySampler":  # two images of each of two identities per batch
+        assert sorted(torch.bincount(first[0]["targets"], minlength=3).tolist()) == [0, 2, 2]
+
+
+def test_identity_sampler_needs_the_project_set_to_list_its_items():
+    from fastreid.config import ConfigError, get_cfg
+    from fastreid.data.build import build_reid_train_loader
+
+    class Unlisted(_ProjectSet):
+        img_items = None
+
+    cfg = get_cfg()
+    cfg.DATALOADER.SAMPLER_TRAIN, cfg.SOLVER.IMS_PER_BATCH = "NaiveIdentitySampler", 4
+    with pytest.raises(ConfigError, match="DATALOADER.SAMPLER_TRAIN is 'NaiveIdentitySampler'.*Unlisted"):
+        build_reid_train_loader(cfg, train_set=Unlisted())

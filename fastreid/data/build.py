@@ -179,8 +179,8 @@ def _item_labels(dataset: Dataset, cfg: CfgNode) -> Tuple[List[object], Optional
         return [it[1] for it in items], [it[2] for it in items]
     if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
         raise ConfigError(f"DATALOADER.SAMPLER_TRAIN is {cfg.DATALOADER.SAMPLER_TRAIN!r}, which groups images by "
-                          f"identity, but the training set {type(dataset).__name__} has no img_items of "
-                          f"(path, id, camera): use TrainingSampler")
+                          f"identity, but the training set {type(getattr(dataset, 'dataset', dataset)).__name__} "
+                          f"has no img_items of (path, id, camera): use TrainingSampler")
     return [0] * len(dataset), None
 
 
