@@ -274,8 +274,8 @@ class ClasTrainer(DefaultTrainer):
 
 
 def test_classification_project_trains_and_evaluates_through_its_evaluator(fastreid_datasets, tmp_path):
-    cfg_file = write_config(tmp_path, "clas", """  HEADS: {NAME: ShapeClasHead, WITH_BNNECK: False, POOL_LAYER: GlobalAvgPool,
-          CLS_LAYER: Linear}
+    cfg_file = write_config(tmp_path, "clas", """  HEADS: {NAME: ShapeClasHead, WITH_BNNECK: False,
+          POOL_LAYER: GlobalAvgPool, CLS_LAYER: Linear}
   LOSSES:
     NAME: ("CrossEntropyLoss",)
     CE: {EPSILON: 0.1}

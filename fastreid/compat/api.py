@@ -56,7 +56,8 @@ FASTREID_API: List[ApiName] = [
     ApiName(f"{_E}.train_loop", "SimpleTrainer", "`SimpleTrainer(model, data_loader, optimizer)`"),
     ApiName(f"{_E}.train_loop", "AMPTrainer", "`SimpleTrainer` with mixed precision on"),
     ApiName(_EV, "DatasetEvaluator", "`reset()`, `process(inputs, outputs)`, `evaluate()`; `inputs` is the batch "
-            "dict of the test loader (`images`, `targets`, `camids`, `img_paths`, or what a project's dataset returns)"),
+            "dict of the test loader (`images`, `targets`, `camids`, `img_paths`, or what a project's dataset "
+            "returns)"),
     ApiName(f"{_EV}.evaluator", "DatasetEvaluator", "as above"),
     ApiName(_EV, "inference_on_dataset", "`(model, data_loader, evaluator, flip_test=False)`"),
     ApiName(_EV, "ReidEvaluator", "`(cfg, num_query, output_dir=None)`; exact metrics without a dense matrix"),

@@ -119,7 +119,8 @@ class Baseline(nn.Module):
         out: Dict[str, torch.Tensor] = {}
         if "CrossEntropyLoss" in names:
             ce = kw["ce"]
-            out["loss_cls"] = cross_entropy_loss(outputs["cls_outputs"], gt_labels, ce["eps"], ce["alpha"]) * ce["scale"]
+            loss = cross_entropy_loss(outputs["cls_outputs"], gt_labels, ce["eps"], ce["alpha"])
+            out["loss_cls"] = loss * ce["scale"]
         metric = [n for n in names if n in LOSS_NAMES and n != "CrossEntropyLoss"]
         if not metric:
             return out
