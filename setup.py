@@ -3,6 +3,8 @@ from setuptools import find_packages, setup
 
 ONNX_REQUIRES = ["onnx>=1.14", "onnxruntime>=1.16"]
 SERVE_REQUIRES = ["fastapi>=0.164", "uvicorn>=0.20", "python-multipart>=0.0.9"]
+# tools/make_object_patents.py: reading OBJ models (trimesh 4 reads OBJ from a byte stream as used).
+OBJECTS_REQUIRES = ["trimesh>=4.0"]
 
 setup(
     name="fastreid",
@@ -34,8 +36,10 @@ setup(
         "serve": SERVE_REQUIRES,
         # ONNX export (tools/export.py) and extraction with onnxruntime (build_index / search --onnx).
         "onnx": ONNX_REQUIRES,
+        # The real-object development set (tools/make_object_patents.py).
+        "objects": OBJECTS_REQUIRES,
         # Tests; scikit-learn is only their oracle for the metrics.
         "dev": ["pytest>=7.0", "pytest-timeout>=2.1", "scikit-learn>=1.0", *SERVE_REQUIRES, *ONNX_REQUIRES,
-                "httpx>=0.24", "selenium>=4.11"],
+                *OBJECTS_REQUIRES, "httpx>=0.24", "selenium>=4.11"],
     },
 )

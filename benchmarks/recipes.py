@@ -49,7 +49,7 @@ from fastreid.data.synthetic.drawing_sheet import SHEET_EFFECTS  # noqa: E402
 from fastreid.engine import default_argument_parser  # noqa: E402
 from fastreid.engine.commands import evaluate, train_main  # noqa: E402
 from fastreid.engine.defaults import setup_cfg  # noqa: E402
-from fastreid.evaluation.baselines import PixelFeatures  # noqa: E402
+from fastreid.evaluation.baselines import PixelFeatures, evaluate_features  # noqa: E402
 from fastreid.utils.logger import setup_logger  # noqa: E402
 
 HOLDOUT_KINDS = ("cylinder", "hexagon")
@@ -276,6 +276,7 @@ def main(argv: List[str] = None) -> int:
         for name in args.recipes:
             rows[name].append(run_recipe(name, args, data, seed, os.path.join(runs, f"{name}-seed{seed}"),
                                          iters_per_epoch))
+            print(f"RESULT {name} seed {seed}: {json.dumps(rows[name][-1])}", flush=True)
     text = summarise(rows)
     about = (f"Data set {data}" if args.dataset else f"Hard synthetic set: {args.patents} patents, sheet style, "
              f"{', '.join(HOLDOUT_KINDS)} held out of training")

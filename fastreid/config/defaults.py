@@ -128,8 +128,7 @@ _C.INPUT.SIZE_TRAIN = [256, 128]
 _C.INPUT.SIZE_TEST = [256, 128]
 # Read images as 8-bit grayscale repeated to 3 channels (as the reference); False reads RGB.
 _C.INPUT.GRAYSCALE = True
-# How drawings are shrunk to the input size: "bicubic" (the reference), "area" or "ink" (line-preserving:
-# min-filter the ink over the shrink factor, then area-average; see docs/training.md).
+# How drawings are shrunk to the input size: "bicubic" (the reference), "area" or "ink" (keeps thin lines; docs/datasets.md).
 _C.INPUT.RESIZE_MODE = "bicubic"
 
 _C.INPUT.CROP = CN()
