@@ -744,6 +744,7 @@ def _preflight_errors(tmp_path, **values):
 
 @pytest.mark.parametrize("values", [
     dict(norm="FrozenBN", head_norm="syncBN", sampler="BalancedIdentitySampler", sched="CosineAnnealingLR"),
+    dict(norm="GhostBN", head_norm="GhostBN", sampler="BalancedIdentitySampler"),
     dict(norm="syncBN", head_norm="FrozenBN", sampler="NaiveIdentitySampler", opt="Adam",
          losses='("CrossEntropyLoss", "TripletLoss", "CircleLoss", "Cosface")'),
 ])
@@ -753,11 +754,11 @@ def test_fastreid_values_that_are_implemented_pass_the_preflight(fastreid_datase
 
 
 def test_fastreid_values_not_implemented_are_refused_naming_the_key(fastreid_datasets, tmp_path):
-    errors, path = _preflight_errors(tmp_path, norm="GhostBN", head_norm="GhostBN", sampler="SetReWeightSampler",
+    errors, path = _preflight_errors(tmp_path, norm="GN", head_norm="GN", sampler="SetReWeightSampler",
                                      opt="RMSprop", losses='("CrossEntropyLoss", "FocalLoss")',
                                      extra_input="  AUGMIX: {ENABLED: True}\n  RPT: {ENABLED: True}\n")
     text = "\n".join(errors)
-    for expected in ("MODEL.BACKBONE.NORM is 'GhostBN'", "MODEL.HEADS.NORM is 'GhostBN'",
+    for expected in ("MODEL.BACKBONE.NORM is 'GN'", "MODEL.HEADS.NORM is 'GN'",
                      "DATALOADER.SAMPLER_TRAIN is 'SetReWeightSampler'", "SOLVER.OPT 'RMSprop'",
                      "MODEL.LOSSES.NAME entry is 'FocalLoss'", f"INPUT.AUGMIX.ENABLED = True ({path}:",
                      f"INPUT.RPT.ENABLED = True ({path}:"):

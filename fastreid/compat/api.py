@@ -88,8 +88,8 @@ FASTREID_API: List[ApiName] = [
             "lazy (callable) splits, `check_before_run`, `parse_data`, `get_num_pids`, `get_num_cams`, `show_train`, "
             "`show_test`, `combine_all`, `_junk_pids`"),
     ApiName("fastreid.layers", None, "`fastreid.modeling.layers` (norms, pooling, IBN, non-local, SE, classifiers)"),
-    ApiName("fastreid.layers", "get_norm", "`get_norm(norm, out_channels, bias_freeze=False)`: BN, syncBN, FrozenBN; "
-            "GhostBN is refused by the preflight (`MODEL.*.NORM`)"),
+    ApiName("fastreid.layers", "get_norm", "`get_norm(norm, out_channels, bias_freeze=False)`: BN, syncBN, FrozenBN, "
+            "GhostBN (one virtual batch, as a config builds it: batch norm); GN is refused by the preflight"),
     ApiName("fastreid.layers.weight_init", "weights_init_kaiming", "He init for conv / linear, identity for BN"),
     ApiName("fastreid.layers.weight_init", "weights_init_classifier", "normal(0, 0.001) for linear layers"),
     ApiName("fastreid.layers", "any_softmax", "`Linear`, `CosSoftmax`, `ArcSoftmax`, `CircleSoftmax` "

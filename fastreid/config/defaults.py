@@ -31,7 +31,7 @@ _C.MODEL.BACKBONE.DEPTH = "50x"
 _C.MODEL.BACKBONE.LAST_STRIDE = 1
 # Channels of the backbone output feature map (512 for 18x/34x, 2048 for 50x/101x).
 _C.MODEL.BACKBONE.FEAT_DIM = 2048
-# Normalisation layers: "BN", "syncBN" (synchronised under DDP) or "FrozenBN".
+# Normalisation layers: "BN", "syncBN" (synchronised under DDP), "FrozenBN" or "GhostBN" (fast-reid's; batch norm here).
 _C.MODEL.BACKBONE.NORM = "BN"
 # Use IBN-a blocks (instance + batch norm split) in layers 1-3.
 _C.MODEL.BACKBONE.WITH_IBN = False
@@ -49,7 +49,7 @@ _C.MODEL.BACKBONE.PRETRAIN_PATH = ""
 _C.MODEL.HEADS = CN()
 # Name of the head in HEAD_REGISTRY.
 _C.MODEL.HEADS.NAME = "EmbeddingHead"
-# Normalisation of the neck: "BN" or "syncBN".
+# Normalisation of the neck: "BN", "syncBN", "FrozenBN" or "GhostBN" (as MODEL.BACKBONE.NORM).
 _C.MODEL.HEADS.NORM = "BN"
 # Number of training identities; 0 means "set from the training set".
 _C.MODEL.HEADS.NUM_CLASSES = 0

@@ -14,7 +14,7 @@ from fastreid.utils import comm
 
 logger = logging.getLogger(__name__)
 
-NORM_NAMES = ("BN", "syncBN", "FrozenBN")
+NORM_NAMES = ("BN", "syncBN", "FrozenBN", "GhostBN")
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -47,11 +47,13 @@ def get_norm(norm: str, num_features: int, bias_freeze: bool = False) -> nn.Modu
     """A 2-D normalisation layer over ``num_features`` channels.
 
     Args:
-        norm: "BN", "syncBN" (synchronised over DDP ranks; plain BN without CUDA) or "FrozenBN".
+        norm: "BN", "syncBN" (synchronised over DDP ranks; plain BN without CUDA), "FrozenBN", or
+            "GhostBN" (fast-reid's name; with the single virtual batch a config gives it, batch norm).
         num_features: channels.
         bias_freeze: keep the bias at its initial value 0 (the re-id BN neck).
     """
-    if norm == "BN":
+    if norm in ("BN", "GhostBN"):
+        # fast-reid's GhostBN normalises virtual batches; built from a config it has one, the whole batch.
         layer: nn.Module = nn.BatchNorm2d(num_features)
     elif norm == "syncBN":
         # torch's SyncBatchNorm only synchronises CUDA tensors and raises on CPU under gloo.
