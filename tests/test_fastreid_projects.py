@@ -765,3 +765,15 @@ def test_fastreid_values_not_implemented_are_refused_naming_the_key(fastreid_dat
         assert expected in text, text
     errors, _ = _preflight_errors(tmp_path, sampler="ImbalancedDatasetSampler")
     assert len(errors) == 1 and "DATALOADER.SAMPLER_TRAIN is 'ImbalancedDatasetSampler'" in errors[0]
+
+
+def test_distiller_teachers_are_checked_by_the_preflight(fastreid_datasets, tmp_path):
+    from fastreid.engine.preflight import preflight
+
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.META_ARCHITECTURE", "Distiller", "DATASETS.NAMES",
+                         '("ShapePatents",)', "DATASETS.TESTS", "()", "KD.MODEL_CONFIG", f'("{tmp_path}/t.yaml",)',
+                         "OUTPUT_DIR", str(tmp_path / "out")])
+    errors = "\n".join(preflight(cfg, train=True).errors)
+    assert f"KD.MODEL_CONFIG entry {tmp_path}/t.yaml not found" in errors
+    assert "KD.MODEL_CONFIG has 1 entries but KD.MODEL_WEIGHTS has 0" in errors

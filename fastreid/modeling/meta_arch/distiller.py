@@ -17,7 +17,7 @@ from torch import nn
 from fastreid.utils.checkpoint import Checkpointer
 from fastreid.utils.registry import META_ARCH_REGISTRY
 
-from .baseline import Baseline
+from .baseline import LOSS_NAMES, Baseline
 from .build import build_model
 
 logger = logging.getLogger(__name__)
@@ -31,8 +31,6 @@ def teacher_config(cfg, path: str):
     batch norm replaced by per-process batch norm (the teacher is never wrapped by DDP)."""
     from fastreid.config import get_cfg
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"KD.MODEL_CONFIG entry {path} not found")
     cfg_t = get_cfg()
     cfg_t.merge_from_file(path)
     cfg_t.defrost()
@@ -57,6 +55,27 @@ def js_divergence(student: torch.Tensor, teacher: torch.Tensor, t: float = TEMPE
     return (kl_divergence(student, teacher, t) + kl_divergence(teacher, student, t)) / 2
 
 
+def validate(cfg) -> List[str]:
+    """Problems with the ``KD.*`` values of a ``Distiller`` run (none for other meta-architectures)."""
+    return kd_problems(cfg) if cfg.MODEL.META_ARCHITECTURE == "Distiller" else []
+
+
+def kd_problems(cfg) -> List[str]:
+    """Teacher files that do not exist, unpaired configs and weights, no teacher at all, unknown loss names."""
+    configs, weights = list(cfg.KD.MODEL_CONFIG), list(cfg.KD.MODEL_WEIGHTS)
+    problems = [f"KD.MODEL_CONFIG entry {p} not found" for p in configs if not os.path.isfile(p)]
+    problems += [f"KD.MODEL_WEIGHTS entry {p} not found" for p in weights if not os.path.isfile(p)]
+    if len(configs) != len(weights):
+        problems.append(f"KD.MODEL_CONFIG has {len(configs)} entries but KD.MODEL_WEIGHTS has {len(weights)}: give "
+                        f"one weights file per teacher config")
+    if not configs and not cfg.KD.EMA.ENABLED:
+        problems.append("MODEL.META_ARCHITECTURE Distiller needs teachers: set KD.MODEL_CONFIG and KD.MODEL_WEIGHTS, "
+                        "or KD.EMA.ENABLED")
+    problems += [f"MODEL.LOSSES.NAME entry {n!r} is not a loss of Distiller's student; allowed: {', '.join(LOSS_NAMES)}"
+                 for n in cfg.MODEL.LOSSES.NAME if n not in LOSS_NAMES]
+    return problems
+
+
 @META_ARCH_REGISTRY.register()
 class Distiller(Baseline):
     """Student Baseline with teachers from ``KD.MODEL_CONFIG`` / ``KD.MODEL_WEIGHTS`` and, with
@@ -65,15 +84,12 @@ class Distiller(Baseline):
     Baseline losses; evaluation is the student alone."""
 
     def __init__(self, cfg) -> None:
+        problems = kd_problems(cfg)  # subclasses registered under other names too
+        if problems:
+            raise ValueError("; ".join(problems))
         super().__init__(cfg)
-        configs, weights = list(cfg.KD.MODEL_CONFIG), list(cfg.KD.MODEL_WEIGHTS)
-        if len(configs) != len(weights):
-            raise ValueError(f"KD.MODEL_CONFIG has {len(configs)} entries but KD.MODEL_WEIGHTS has {len(weights)}: "
-                             f"give one weights file per teacher config")
         teachers: List[nn.Module] = []
-        for config_file, weights_file in zip(configs, weights):
-            if not os.path.isfile(weights_file):
-                raise FileNotFoundError(f"KD.MODEL_WEIGHTS entry {weights_file} not found")
+        for config_file, weights_file in zip(cfg.KD.MODEL_CONFIG, cfg.KD.MODEL_WEIGHTS):
             teacher = build_model(teacher_config(cfg, config_file))
             logger.info("Loading teacher weights %s", weights_file)
             Checkpointer(teacher).load(weights_file)
@@ -88,9 +104,6 @@ class Distiller(Baseline):
             average = build_model(own).requires_grad_(False)
             average.load_state_dict(self.state_dict(), strict=False)
             teachers.insert(0, average)
-        if not teachers:
-            raise ValueError("MODEL.META_ARCHITECTURE Distiller needs teachers: set KD.MODEL_CONFIG and "
-                             "KD.MODEL_WEIGHTS, or KD.EMA.ENABLED")
         # A plain list, not a ModuleList: teachers are not parameters or state of the student.
         self.model_ts = teachers
 
