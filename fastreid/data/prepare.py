@@ -60,7 +60,7 @@ def _is_image(path: str) -> bool:
 def _manifest_entries(size: Sequence[int], grayscale: bool, mode: str) -> Dict[str, object]:
     # The bicubic wording predates INPUT.RESIZE_MODE; kept so that existing copies stay valid.
     resize = ("torchvision Resize, bicubic, antialias" if mode == "bicubic"
-              else f"fastreid resize_drawing, mode {mode}")
+              else f"fastreid resize_drawing, mode {mode}" + (", ink x shrink/2 below paper" if mode == "ink" else ""))
     return {"version": FORMAT_VERSION, "size": [int(size[0]), int(size[1])], "grayscale": bool(grayscale),
             "resize": resize + ", on the image read by fastreid read_image"}
 
