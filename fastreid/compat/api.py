@@ -124,6 +124,8 @@ FASTREID_API: List[ApiName] = [
             "reads fast-reid and challenge checkpoints"),
     ApiName(f"{_U}.checkpoint", "get_missing_parameters_message", "log text for missing keys (`List[str]` -> str)"),
     ApiName(f"{_U}.checkpoint", "get_unexpected_parameters_message", "log text for unexpected keys"),
+    ApiName(f"{_U}.checkpoint", "PeriodicCheckpointer", "the periodic checkpoint is the training hook "
+            "`fastreid.engine.hooks.PeriodicCheckpointer`", True),
     ApiName(f"{_U}.checkpoint", "PathManager", "local-file `PathManager` (`open`, `exists`, `mkdirs`, ...)"),
     ApiName(f"{_U}.file_io", "PathManager", "as above"),
     ApiName(f"{_U}.compute_dist", "build_dist", "`(feat_1, feat_2, metric='euclidean')`; `jaccard` is "
