@@ -15,6 +15,8 @@ from fastreid.engine.commands import build_eval_model
 from fastreid.evaluation import ReidEvaluator, inference_on_dataset
 from fastreid.retrieval import (BuildOptions, DuplicateError, FingerprintMismatch, Index, Items, TorchExtractor,
                                 collect_images, patent_id)
+from fastreid.retrieval.index import SearchHit
+from fastreid.retrieval.patents import group_by_patent, patent_search_depth
 from fastreid.evaluation.search import FaissIndex, normalize, torch_knn
 
 import retrieval_helpers as rh
@@ -134,12 +136,15 @@ def test_format_predictor_embed_and_patents(setup, tmp_path):
     np.testing.assert_allclose(emb, torch.nn.functional.normalize(ref[:2]), atol=1e-6)
     hits = index.search(emb, k=3)  # feature queries: each drawing finds itself first
     assert [row[0].item for row in hits] == [0, 1] and hits[0][0].rank == 1
-    assert index.items_of_patent(index.patents[0])[0] == 0
+    # The challenge's anonymised database has no known patent: none, not the folder's name ("database").
+    assert set(index.patents) == {""}
     assert os.path.isfile(index.file(0)) and os.path.isabs(index.file(0))
-    with pytest.raises(KeyError):
-        index.items_of_patent("no such patent")
+    assert os.path.normpath(os.path.join(index.root, index.relative_path(0))) == index.file(0)
+    for unknown in ("no such patent", ""):
+        with pytest.raises(KeyError):
+            index.items_of_patent(unknown)
     assert patent_id("x/USD0810412-20180220-D00005.png") == "USD0810412"
-    assert patent_id("a/b/folder7/001.png") == "folder7"
+    assert patent_id("a/b/folder7/001.png") == ""
     assert patent_id("x/USD0810412-20180220-D00005.png", listed="17") == "USD0810412"
     assert patent_id("queries/000003.png", listed="17") == "17"
 
@@ -174,3 +179,37 @@ def test_unfinished_build_resumes_only_with_the_same_plan(setup, tmp_path):
     stamp = (tmp_path / "i" / "shards" / "00000.npy").stat().st_mtime_ns
     index = Index.build(str(tmp_path / "i"), _half(db, 0, 5), ex, BuildOptions(shard_size=4, batch_size=4))
     assert len(index) == 5 and (tmp_path / "i" / "shards" / "00000.npy").stat().st_mtime_ns == stamp
+
+
+def _hit(rank, item, patent, score):
+    return SearchHit(rank, item, f"{item}.png", patent, score)
+
+
+def test_group_by_patent_ranks_each_patent_once_by_its_best_drawing():
+    """Hand-made ranking: A twice, an unknown drawing, B, A again, C; unknown drawings stand alone."""
+    hits = [_hit(1, 10, "A", 0.9), _hit(2, 11, "", 0.8), _hit(3, 12, "B", 0.7), _hit(4, 13, "A", 0.6),
+            _hit(5, 14, "", 0.5), _hit(6, 15, "C", 0.4)]
+    groups = group_by_patent(hits, 3)
+    assert [(g.rank, g.patent, g.score) for g in groups] == [(1, "A", 0.9), (2, "", 0.8), (3, "B", 0.7)]
+    assert [h.item for h in groups[0].drawings] == [10, 13]  # A's drawings together, best first
+    assert [len(g.drawings) for g in group_by_patent(hits, 10)] == [2, 1, 1, 1, 1]
+    assert group_by_patent([], 5) == [] and group_by_patent(hits, 0) == []
+    assert patent_search_depth(["A", "A", "A", "B", "", ""], 2) == 6 and patent_search_depth(["", ""], 1) == 1
+    assert patent_search_depth(["A", "B"], 5) == 2
+
+
+def test_search_by_patent_equals_grouping_a_full_ranking(setup, tmp_path):
+    """On an index with real patent ids (DeepPatent names), the top patents from the bounded depth are those
+    of the complete ranking, in its order and with its best scores."""
+    items = collect_images(os.path.join(setup["data"], "train_data", "patent_data"))
+    index = Index.build(str(tmp_path / "i"), items, setup["extractor"], BuildOptions(shard_size=50))
+    assert "" not in index.patents and len(set(index.patents)) < len(index)
+    query = setup["queries"].paths[:3]
+    deep = index.search(query, k=patent_search_depth(index.patents, 5))
+    full = index.search(query, k=len(index))
+    for short, long in zip(deep, full):
+        got, want = group_by_patent(short, 5), group_by_patent(long, 5)
+        assert [(g.patent, g.score) for g in got] == [(g.patent, g.score) for g in want]
+        assert len({g.patent for g in got}) == 5
+        for g, w in zip(got, want):  # the drawings found within the depth, in the full ranking's order
+            assert [h.item for h in g.drawings] == [h.item for h in w.drawings][:len(g.drawings)]

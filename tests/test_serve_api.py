@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 from fastreid.retrieval import BuildOptions, Index, TorchExtractor, collect_images
+from fastreid.retrieval.patents import group_by_patent, patent_search_depth
 from fastreid.retrieval.server import create_app
 import retrieval_helpers as rh
 from serve_support import ServerThread
@@ -72,7 +73,7 @@ def _search(client: httpx.Client, path: str, k: int = 10, qe: Optional[bool] = N
 
 
 def _ranking(results: List[dict]) -> List[Tuple[int, int, str, str]]:
-    return [(r["rank"], r["item"], r["path"], r["patent"]) for r in results]
+    return [(r["rank"], r["item"], r["patent"]) for r in results]
 
 
 def test_search_equals_search_tool(setup):
@@ -92,12 +93,47 @@ def test_search_equals_search_tool(setup):
         assert all(r["thumb_url"] == f"/thumb/{r['item']}" for r in body["results"])
 
 
+def test_paths_are_relative_to_the_index_unless_asked_and_groups_are_patents(setup):
+    index, path = setup["index"], setup["queries"][2]
+    body = _search(setup["client"], path).json()
+    for r in body["results"]:
+        assert not os.path.isabs(r["path"]) and r["path"] == index.relative_path(r["item"])
+        assert os.path.isfile(os.path.join(setup["index_dir"], r["path"]))
+    with ServerThread(create_app(index, absolute_paths=True)) as url, httpx.Client(base_url=url, timeout=60) as c:
+        absolute = _search(c, path).json()["results"]
+    assert [r["path"] for r in absolute] == [index.file(r["item"]) for r in body["results"]]
+    with open(path, "rb") as f:
+        grouped = setup["client"].post("/api/search", files={"file": ("q.png", f.read(), "image/png")},
+                                       data={"k": "5", "by_patent": "true"}).json()
+    hits = index.search([path], k=patent_search_depth(index.patents, 5))[0]
+    want = group_by_patent(hits, 5)
+    assert [(g["rank"], g["patent"], [d["item"] for d in g["drawings"]]) for g in grouped["patents"]] == \
+        [(g.rank, g.patent, [h.item for h in g.drawings]) for g in want]
+    assert len({g["patent"] for g in grouped["patents"]}) == 5 and "results" not in grouped
+
+
+def test_search_tool_by_patent_equals_the_page(setup):
+    out, listed = str(setup["tmp"] / "patents.jsonl"), setup["tmp"] / "two.txt"
+    listed.write_text("".join(p + "\n" for p in setup["queries"][:2]))
+    proc = rh.run_tool("search.py", "--index", setup["index_dir"], "--images", str(listed), "--topk", "4",
+                       "--by-patent", "--output", out)
+    assert "its drawings (drawing ranks)" in proc.stdout
+    lines = [json.loads(line) for line in open(out, encoding="utf-8")]
+    for path, line in zip(setup["queries"], lines):
+        with open(path, "rb") as f:
+            page = setup["client"].post("/api/search", files={"file": ("q.png", f.read(), "image/png")},
+                                        data={"k": "4", "by_patent": "true"}).json()["patents"]
+        assert [(g["rank"], g["patent"], [d["item"] for d in g["drawings"]]) for g in line["patents"]] == \
+            [(g["rank"], g["patent"], [d["item"] for d in g["drawings"]]) for g in page]
+        assert [g["score"] for g in line["patents"]] == pytest.approx([g["score"] for g in page], abs=1e-5)
+
+
 def test_search_with_query_expansion_equals_the_index_api(setup):
     path = setup["queries"][1]
     hits = setup["index"].search([path], k=7, qe=True)[0]
     body = _search(setup["client"], path, k=7, qe=True).json()
     assert body["qe"] is True
-    assert _ranking(body["results"]) == [(h.rank, h.item, h.path, h.patent) for h in hits]
+    assert _ranking(body["results"]) == [(h.rank, h.item, h.patent) for h in hits]
     assert [r["score"] for r in body["results"]] == pytest.approx([h.score for h in hits], abs=1e-5)
     plain = _search(setup["client"], path, k=7, qe=False).json()["results"]
     assert [r["score"] for r in body["results"]] != pytest.approx([r["score"] for r in plain], abs=1e-4)
@@ -179,7 +215,7 @@ def test_patent_drawings_and_thumbnails(setup):
     assert r.status_code == 200
     drawings = r.json()["drawings"]
     assert [d["item"] for d in drawings] == index.items_of_patent(patent)
-    assert all(d["patent"] == patent and d["path"] == index.paths[d["item"]] for d in drawings)
+    assert all(d["patent"] == patent and d["path"] == index.relative_path(d["item"]) for d in drawings)
     first = client.get(drawings[0]["thumb_url"])
     assert first.status_code == 200 and first.headers["content-type"] == "image/png"
     thumb = Image.open(io.BytesIO(first.content))

@@ -45,6 +45,8 @@ def test_page_uploads_a_drawing_and_opens_a_patent(served, tmp_path):
         wait = WebDriverWait(driver, WAIT_S)
         driver.get(served["url"] + "/")
         wait.until(lambda d: "drawings indexed" in d.find_element(By.ID, "index-info").text)
+        # Before a query: no query image at all (not an empty one showing a broken-image icon).
+        assert not driver.find_element(By.ID, "query-preview").is_displayed()
         driver.find_element(By.ID, "file-input").send_keys(os.path.abspath(served["query"]))
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .result")) == 10)
         cards = driver.find_elements(By.CSS_SELECTOR, "#results .result")
@@ -71,6 +73,24 @@ def test_page_uploads_a_drawing_and_opens_a_patent(served, tmp_path):
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         driver.find_element(By.ID, "patent-close").click()
         wait.until(EC.invisibility_of_element(dialog))
+
+        # Grouped by patent: each patent once, ranked by its best drawing, its matching drawings together.
+        with open(served["query"], "rb") as f:
+            grouped = httpx.post(served["url"] + "/api/search", files={"file": ("q.png", f.read(), "image/png")},
+                                 data={"k": "10", "by_patent": "true"}, timeout=60).json()["patents"]
+        driver.find_element(By.ID, "by-patent").click()  # the current query is searched again, grouped
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .patent-group")) == 10)
+        groups = driver.find_elements(By.CSS_SELECTOR, "#results .patent-group")
+        shown = [g.find_element(By.CLASS_NAME, "group-patent").text for g in groups]
+        assert shown == [g["patent"] for g in grouped] and len(set(shown)) == 10
+        assert [g.find_element(By.CLASS_NAME, "group-score").text for g in groups] == \
+            [f"{g['score']:.3f}" for g in grouped]
+        assert [len(g.find_elements(By.CSS_SELECTOR, ".result")) for g in groups] == \
+            [len(g["drawings"]) for g in grouped]
+        assert api[0]["patent"] == shown[0]  # the best drawing's patent leads
+        assert driver.find_element(By.ID, "results-title").text == "Closest patents"
+        assert re.search(r"10 patents in \d+\.\d ms", driver.find_element(By.ID, "query-time").text)
+        assert driver.save_screenshot(str(tmp_path / "search_page_patents.png"))
 
         not_an_image = tmp_path / "notes.txt"
         not_an_image.write_text("not a drawing\n")

@@ -37,6 +37,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--index", required=True, help="index folder written by tools/build_index.py")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    parser.add_argument("--absolute-paths", action="store_true",
+                        help="answer with drawings' absolute server paths (default: relative to the index folder)")
     parser.add_argument("--max-upload-mb", type=float, default=20.0,
                         help="largest accepted upload in MB; larger ones get HTTP 413 (default 20)")
     parser.add_argument("--max-pixels", type=int, default=None,
@@ -76,7 +78,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print_error(f"--index {args.index}: {message_of(e)}")
         return 2
     app = create_app(index, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-                     max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+                     max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, absolute_paths=args.absolute_paths)
     host = f"[{args.host}]" if ":" in args.host else args.host
     logger.info("Search page for %d drawings of %s at http://%s:%d/", len(index), args.index, host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

@@ -361,8 +361,7 @@ _C.TEST.AQE.QE_K = 5
 _C.TEST.AQE.ALPHA = 3.0
 # "all": expand queries and database together (reference); "query": expand queries only.
 _C.TEST.AQE.MODE = "all"
-# Choose QE_K/ALPHA on labeled test sets (or none when no pair beats no expansion) and apply the
-# recorded choice to unlabeled sets evaluated later; overrides ENABLED/QE_K/ALPHA.
+# Choose QE_K/ALPHA (and DBA, re-ranking: AUTO_DBA_K, AUTO_RERANK) on labeled sets, none unless the gain beats its noise; unlabeled sets and indexes apply the recorded choice.
 _C.TEST.AQE.AUTO = False
 # TEST.AQE.AUTO: candidate neighbour counts (the item itself included).
 _C.TEST.AQE.AUTO_K = (2, 3, 5, 10)
@@ -376,6 +375,10 @@ _C.TEST.AQE.AUTO_FILE = ""
 _C.TEST.AQE.AUTO_CONFIDENCE = 0.95
 # TEST.AQE.AUTO: the gain's lower confidence bound must exceed this many points of AUTO_CRITERION.
 _C.TEST.AQE.AUTO_MIN_GAIN = 0.0
+# TEST.AQE.AUTO: DBA neighbour counts tried as candidates (alpha TEST.DBA.ALPHA); empty: DBA is not tuned (TEST.DBA.ENABLED applies).
+_C.TEST.AQE.AUTO_DBA_K = ()
+# TEST.AQE.AUTO: try k-reciprocal re-ranking (TEST.RERANK.K1/K2/LAMBDA) as a candidate; False: TEST.RERANK.ENABLED applies.
+_C.TEST.AQE.AUTO_RERANK = False
 
 _C.TEST.DBA = CN()
 # Database-side augmentation: replace each database feature by the weighted mean of its neighbours.

@@ -210,14 +210,20 @@ class Index:
         return os.path.join(self._cwds[item], self.paths[item])
 
     def items_of_patent(self, patent: str) -> List[int]:
-        """Rows of every drawing of ``patent`` in index order; ``KeyError`` for an unknown patent."""
+        """Rows of every drawing of ``patent`` in index order; ``KeyError`` for an unknown patent (``""``, the
+        drawings of unknown patent, included)."""
         if self._by_patent is None:
             # Built aside and published in one assignment: concurrent callers never see half a table.
             table: Dict[str, List[int]] = {}
             for i, pid in enumerate(self.patents):
-                table.setdefault(pid, []).append(i)
+                if pid:
+                    table.setdefault(pid, []).append(i)
             self._by_patent = table
         return list(self._by_patent[patent])
+
+    def relative_path(self, item: int) -> str:
+        """Item ``item``'s file relative to the index folder (what the search page shows)."""
+        return os.path.relpath(self.file(item), self.root)
 
     def features(self, post_processed: bool = True) -> torch.Tensor:
         """All stored features as float32 ``N x D`` (after DBA when the index applied it and ``post_processed``)."""
@@ -293,14 +299,15 @@ class Index:
         """:meth:`search` of ``batch_size`` queries at a time, logging each batch's latency; returns the hits
         and every query's latency in ms.
 
-        With an expansion in mode ``all`` (the evaluator's reference mode), the indexed features are
-        expanded together with the queries, so the answers depend on the whole query set: the queries
-        are then embedded batch by batch (the latency is the embedding's) and searched as one set.
+        With an expansion in mode ``all`` (the evaluator's reference mode) the indexed features are
+        expanded together with the queries, and k-reciprocal re-ranking builds its neighbour graph over the
+        queries and the indexed drawings, so the answers depend on the whole query set: the queries are
+        then embedded batch by batch (the latency is the embedding's) and searched as one set.
         """
-        together = self.search_options(qe, nprobe).changes_gallery
+        together = self.search_options(qe, nprobe).depends_on_query_set
         if together:
-            logger.info("The index's query expansion (mode all) expands the indexed drawings together with the "
-                        "queries: the %d queries are searched as one set", len(queries))
+            logger.info("The index's post-processing (%s) depends on the whole query set: the %d queries are "
+                        "searched as one set", self.search_options(qe, nprobe).describe(), len(queries))
         hits: List[List[SearchHit]] = []
         feats: List[torch.Tensor] = []
         latency: List[float] = []

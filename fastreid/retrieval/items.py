@@ -3,7 +3,7 @@
 A list file has one image per line, ``<path> [<patent id>]``, paths relative to the list's folder
 (the DeepPatent and codalab lists work as they are). A drawing's patent id is the number in a DeepPatent
 file name (``USD0810412-20180220-D00005.png`` -> ``USD0810412``), else the list's second column when
-there is one (anonymised names), else the name of the folder that holds the file.
+there is one (anonymised names), else unknown (``""``).
 """
 from __future__ import annotations
 
@@ -56,13 +56,12 @@ class Items:
 
 
 def patent_id(path: str, listed: Optional[str] = None) -> str:
-    """The patent id of a drawing: the DeepPatent number of its name, else ``listed``, else its folder's name."""
+    """The patent id of a drawing: the DeepPatent number of its name, else ``listed``, else ``""`` (unknown:
+    a folder's name, such as the challenge's anonymised ``database``, says nothing about the patent)."""
     m = _DEEPPATENT_NAME.match(os.path.basename(path))
     if m:
         return m.group(1).upper()
-    if listed:
-        return listed
-    return os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return listed or ""
 
 
 def _walk(folder: str) -> List[str]:

@@ -23,6 +23,8 @@ from PIL import Image
 
 from fastreid.data.data_utils import ImageReadError, read_image
 
+from .patents import group_by_patent, patent_search_depth
+
 SERVE_EXTRA_HINT = ("the search page needs the 'serve' extra (fastapi, uvicorn, python-multipart): "
                     "pip install -e '.[serve]'")
 
@@ -110,7 +112,8 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 def create_app(index: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                max_pixels: int = DEFAULT_MAX_PIXELS, max_k: int = DEFAULT_MAX_K,
-               thumb_size: int = DEFAULT_THUMB_SIZE, thumb_cache: int = DEFAULT_THUMB_CACHE) -> FastAPI:
+               thumb_size: int = DEFAULT_THUMB_SIZE, thumb_cache: int = DEFAULT_THUMB_CACHE,
+               absolute_paths: bool = False) -> FastAPI:
     """The web app of the search page over an opened index.
 
     Args:
@@ -121,6 +124,8 @@ def create_app(index: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         max_k: largest ``k`` a search may ask for.
         thumb_size: longest side of a thumbnail in pixels.
         thumb_cache: how many thumbnails the in-memory LRU cache keeps.
+        absolute_paths: answer with each drawing's absolute file path on the server instead of its path
+            relative to the index folder (which discloses nothing about the server's layout).
 
     Returns:
         The FastAPI application (serve it with uvicorn, see ``tools/serve.py``).
@@ -142,21 +147,28 @@ def create_app(index: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         return item
 
     def drawing(item: int) -> Dict[str, Any]:
-        return {"item": item, "patent": index.patents[item], "path": index.paths[item],
-                "thumb_url": f"/thumb/{item}"}
+        path = index.file(item) if absolute_paths else index.relative_path(item)
+        return {"item": item, "patent": index.patents[item] or None, "path": path, "thumb_url": f"/thumb/{item}"}
 
     @functools.lru_cache(maxsize=thumb_cache)
     def thumbnail(item: int) -> bytes:
         return make_thumbnail(index.file(item), thumb_size)
 
-    def run_query(data: bytes, k: int, qe: Optional[bool]) -> Dict[str, Any]:
+    def run_query(data: bytes, k: int, qe: Optional[bool], by_patent: bool) -> Dict[str, Any]:
         start = time.perf_counter()
         img = decode_upload(data, max_pixels)
+        depth = patent_search_depth(index.patents, k) if by_patent else k
         with model_lock:
-            hits = index.search([img], k=k, qe=qe)[0]
+            hits = index.search([img], k=depth, qe=qe)[0]
         query_ms = (time.perf_counter() - start) * 1000.0
-        results = [dict(drawing(h.item), rank=h.rank, score=float(h.score)) for h in hits]
-        return {"query_ms": round(query_ms, 2), "k": k, "qe": index.search_options(qe).expands, "results": results}
+        answer: Dict[str, Any] = {"query_ms": round(query_ms, 2), "k": k, "qe": index.search_options(qe).expands}
+        if by_patent:
+            answer["patents"] = [{"rank": g.rank, "patent": g.patent or None, "score": float(g.score),
+                                  "drawings": [dict(drawing(h.item), rank=h.rank, score=float(h.score))
+                                               for h in g.drawings]} for g in group_by_patent(hits, k)]
+        else:
+            answer["results"] = [dict(drawing(h.item), rank=h.rank, score=float(h.score)) for h in hits]
+        return answer
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -170,15 +182,15 @@ def create_app(index: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                 "max_pixels": max_pixels, "max_k": max_k, "qe": recorded}
 
     @app.post("/api/search")
-    async def search(file: UploadFile = File(...), k: int = Form(10),
-                     qe: Optional[bool] = Form(None)) -> Dict[str, Any]:
+    async def search(file: UploadFile = File(...), k: int = Form(10), qe: Optional[bool] = Form(None),
+                     by_patent: bool = Form(False)) -> Dict[str, Any]:
         if not 1 <= k <= max_k:
             raise HTTPException(400, f"k must be between 1 and {max_k}, got {k}")
         if qe and not index.options.expands:
             raise HTTPException(400, "qe: this index records no query expansion (build it with --qe K ALPHA)")
         data = await file.read()
         try:
-            return await run_in_threadpool(run_query, data, min(k, num_items), qe)
+            return await run_in_threadpool(run_query, data, min(k, num_items), qe, by_patent)
         except UploadError as e:
             name = os.path.basename(file.filename or "upload")
             raise HTTPException(400, f"{name}: {e}") from None

@@ -3,6 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 let maxUploadBytes = null;
+let lastFile = null;  // the current query: changing an option searches it again
 
 function setStatus(text, isError = false) {
   const status = $("status");
@@ -31,23 +32,30 @@ function span(className, text) {
   return el;
 }
 
+const UNKNOWN_PATENT = "no known patent";
+
 // A result (rank, score, patent; click -> all drawings of the patent) or one drawing of an opened patent.
+// A drawing of unknown patent says so and opens nothing.
 function card(entry, withScore, matched = null) {
-  const el = document.createElement(withScore ? "button" : "div");
+  const clickable = withScore && entry.patent !== null;
+  const el = document.createElement(clickable ? "button" : "div");
   el.className = withScore ? "card result" : "card drawing";
   el.title = entry.path;
   const img = document.createElement("img");
   img.src = entry.thumb_url;
-  img.alt = `drawing ${entry.item} of patent ${entry.patent}`;
+  img.alt = entry.patent === null ? `drawing ${entry.item} (${UNKNOWN_PATENT})`
+                                  : `drawing ${entry.item} of patent ${entry.patent}`;
   img.loading = "lazy";
   const meta = document.createElement("div");
   meta.className = "meta";
   if (withScore) {
-    el.type = "button";
-    el.title += `\nclick: all drawings of patent ${entry.patent}`;
-    el.addEventListener("click", () => openPatent(entry.patent, entry.item));
+    if (clickable) {
+      el.type = "button";
+      el.title += `\nclick: all drawings of patent ${entry.patent}`;
+      el.addEventListener("click", () => openPatent(entry.patent, entry.item));
+    }
     meta.append(span("rank", `#${entry.rank}`), span("score", entry.score.toFixed(3)));
-    el.append(img, meta, span("patent", entry.patent));
+    el.append(img, meta, entry.patent === null ? span("patent unknown", UNKNOWN_PATENT) : span("patent", entry.patent));
   } else {
     el.classList.toggle("matched", entry.item === matched);
     meta.append(span("item", `item ${entry.item}`), span("note", entry.item === matched ? "matched" : ""));
@@ -58,6 +66,7 @@ function card(entry, withScore, matched = null) {
 
 async function search(file) {
   if (!file) return;
+  lastFile = file;
   $("results").replaceChildren();
   const preview = $("query-preview");
   if (preview.src) URL.revokeObjectURL(preview.src);
@@ -73,6 +82,8 @@ async function search(file) {
   form.append("file", file);
   form.append("k", $("k").value || "10");
   form.append("qe", $("qe").checked ? "true" : "false");
+  const byPatent = $("by-patent").checked;
+  form.append("by_patent", byPatent ? "true" : "false");
   let response;
   try {
     response = await fetch("/api/search", { method: "POST", body: form });
@@ -88,14 +99,34 @@ async function search(file) {
     return;
   }
   const answer = await response.json();
-  $("results").replaceChildren(...answer.results.map((r) => card(r, true)));
+  const shown = byPatent ? answer.patents : answer.results;
+  $("results").classList.toggle("grid", !byPatent);
+  $("results").replaceChildren(...(byPatent ? answer.patents.map(patentGroup) : answer.results.map((r) => card(r, true))));
+  $("results-title").textContent = byPatent ? "Closest patents" : "Closest drawings";
   $("results-hint").hidden = true;
   setStatus("");
   const time = document.createElement("span");
   time.id = "query-time";
-  time.textContent = `${answer.results.length} results in ${answer.query_ms.toFixed(1)} ms` +
+  time.textContent = `${shown.length} ${byPatent ? "patents" : "results"} in ${answer.query_ms.toFixed(1)} ms` +
                      (answer.qe ? " (query expansion)" : "");
   $("status").append(time);
+}
+
+// One patent of the grouped view: its rank, id and best score, then its matching drawings together.
+function patentGroup(group) {
+  const el = document.createElement("section");
+  el.className = "patent-group";
+  const head = document.createElement("div");
+  head.className = "group-head";
+  head.append(span("group-rank", `#${group.rank}`),
+              span(group.patent === null ? "group-patent unknown" : "group-patent", group.patent ?? UNKNOWN_PATENT),
+              span("group-score", group.score.toFixed(3)),
+              span("muted", `${group.drawings.length} matching drawing(s)`));
+  const drawings = document.createElement("div");
+  drawings.className = "grid";
+  drawings.append(...group.drawings.map((d) => card(d, true)));
+  el.append(head, drawings);
+  return el;
 }
 
 async function openPatent(patentId, matchedItem) {
@@ -121,6 +152,7 @@ function setUp() {
     search(e.dataTransfer.files[0]);
   });
   $("patent-close").addEventListener("click", () => $("patent-dialog").close());
+  for (const id of ["by-patent", "qe"]) $(id).addEventListener("change", () => search(lastFile));
   fetch("/healthz").then((r) => r.json()).then((h) => {
     maxUploadBytes = h.max_upload_bytes;
     $("k").max = h.max_k;
