@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fastreid.evaluation.metrics import per_query_metrics, rank_positives_chunked
-from fastreid.evaluation.reid_evaluation import reranked_positive_ranks
+from fastreid.evaluation.pipeline import reranked_positive_ranks
 from fastreid.evaluation.rerank import k_reciprocal_rerank
 from fastreid.evaluation.search import normalize
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
+from .metrics import rank_positives_chunked
 from .query_expansion import aqe, aqe_queries_only, dba
 from .rerank import k_reciprocal_rerank
 from fastreid.config.checks import choice_problem
@@ -31,6 +32,10 @@ if TYPE_CHECKING:  # pragma: no cover
 QE_MODES = ("all", "query")
 # Candidates per query that k-reciprocal re-ranking re-orders (ranks beyond keep their place).
 RERANK_CANDIDATES = 100
+# The fields of ``RetrievalOptions`` that post-process features or re-order results (not the search
+# structure): what a ``TEST.AQE.AUTO`` choice records and applies.
+POST_PROCESSING_FIELDS = ("dba", "dba_k", "dba_alpha", "qe_k", "qe_alpha", "qe_times", "qe_mode", "rerank",
+                          "rerank_k1", "rerank_k2", "rerank_lambda")
 
 
 @dataclass(frozen=True)
@@ -84,21 +89,44 @@ class RetrievalOptions:
         structure built over the stored database no longer applies."""
         return self.expands and self.qe_mode == "all"
 
+    @property
+    def depends_on_query_set(self) -> bool:
+        """Whether a query's answer depends on the other queries searched with it: expansion in mode
+        ``all`` expands the database with them, and k-reciprocal re-ranking builds its neighbour graph over
+        queries and database together. Such queries must be searched as one set to reproduce ``result.npy``."""
+        return self.changes_gallery or self.rerank
+
+    @property
+    def post_processing(self) -> Dict[str, Any]:
+        """The values of ``POST_PROCESSING_FIELDS`` (what a recorded choice stores)."""
+        return {name: getattr(self, name) for name in POST_PROCESSING_FIELDS}
+
+    def describe(self) -> str:
+        """The post-processing steps in a few words, e.g. ``DBA k5 + QE k3 a2 + re-rank`` (``none``)."""
+        steps = [f"DBA k{self.dba_k}" if self.dba else "",
+                 f"QE k{self.qe_k} a{self.qe_alpha:g}" if self.expands else "",
+                 "re-rank" if self.rerank else ""]
+        return " + ".join(s for s in steps if s) or "none"
+
     @classmethod
     def from_config(cls, cfg: Any, choice: Optional["QEChoice"] = None) -> "RetrievalOptions":
-        """Options of ``cfg.TEST``; with ``TEST.AQE.AUTO`` the expansion is ``choice``'s (required then)."""
+        """Options of ``cfg.TEST``; with ``TEST.AQE.AUTO`` the post-processing is ``choice``'s (required then):
+        its recorded ``POST_PROCESSING_FIELDS`` (DBA, expansion, re-ranking), or only its expansion for a
+        choice recorded before DBA and re-ranking were candidates."""
         t = cfg.TEST
-        qe_k = int(t.AQE.QE_K) if t.AQE.ENABLED else 0
-        qe_alpha = float(t.AQE.ALPHA)
-        if t.AQE.AUTO:
-            if choice is None:
-                raise ValueError("TEST.AQE.AUTO: the expansion is chosen on a labeled split; no choice was given")
-            qe_k, qe_alpha = int(choice.qe_k), float(choice.alpha)
-        return cls(metric=t.METRIC, dba=bool(t.DBA.ENABLED), dba_k=int(t.DBA.K), dba_alpha=float(t.DBA.ALPHA),
-                   qe_k=qe_k, qe_alpha=qe_alpha, qe_times=int(t.AQE.QE_TIME), qe_mode=t.AQE.MODE,
-                   rerank=bool(t.RERANK.ENABLED), rerank_k1=int(t.RERANK.K1), rerank_k2=int(t.RERANK.K2),
-                   rerank_lambda=float(t.RERANK.LAMBDA), backend=t.SEARCH.BACKEND, index=t.SEARCH.INDEX,
-                   nlist=int(t.SEARCH.NLIST), nprobe=int(t.SEARCH.NPROBE), pq_m=int(t.SEARCH.PQ_M))
+        options = cls(metric=t.METRIC, dba=bool(t.DBA.ENABLED), dba_k=int(t.DBA.K), dba_alpha=float(t.DBA.ALPHA),
+                      qe_k=int(t.AQE.QE_K) if t.AQE.ENABLED else 0, qe_alpha=float(t.AQE.ALPHA),
+                      qe_times=int(t.AQE.QE_TIME), qe_mode=t.AQE.MODE, rerank=bool(t.RERANK.ENABLED),
+                      rerank_k1=int(t.RERANK.K1), rerank_k2=int(t.RERANK.K2), rerank_lambda=float(t.RERANK.LAMBDA),
+                      backend=t.SEARCH.BACKEND, index=t.SEARCH.INDEX, nlist=int(t.SEARCH.NLIST),
+                      nprobe=int(t.SEARCH.NPROBE), pq_m=int(t.SEARCH.PQ_M))
+        if not t.AQE.AUTO:
+            return options
+        if choice is None:
+            raise ValueError("TEST.AQE.AUTO: the post-processing is chosen on a labeled split; no choice was given")
+        if choice.options:
+            return options.replace(**choice.options)
+        return options.replace(qe_k=int(choice.qe_k), qe_alpha=float(choice.alpha))
 
     def replace(self, **changes: Any) -> "RetrievalOptions":
         """A copy with ``changes`` (checked like a new object)."""
@@ -165,6 +193,48 @@ def rerank(query: torch.Tensor, gallery: torch.Tensor, candidates: np.ndarray,
     dist, order = k_reciprocal_rerank(query, gallery, candidates, options.rerank_k1, options.rerank_k2,
                                       options.rerank_lambda, options.metric)
     return order, -dist
+
+
+def reranked_positive_ranks(ranks: np.ndarray, new_order: np.ndarray, relevant: np.ndarray,
+                            excluded: Optional[np.ndarray] = None) -> np.ndarray:
+    """Positive ranks after the top ``K`` of every ranking was re-ordered into ``new_order``.
+
+    Args:
+        ranks: ``Q x P`` original positive ranks (0 = padding).
+        new_order: ``Q x K`` re-ordered candidates (the original top K).
+        relevant: ``Q x K`` whether each re-ordered candidate is a positive.
+        excluded: ``Q x K`` candidates outside the ranking (same id and camera), if any.
+    Returns:
+        ``Q x (P + K)`` ranks, 0 = padding: positives beyond rank K keep their rank.
+    """
+    k = new_order.shape[1]
+    keep = np.where(ranks > k, ranks, 0)
+    counted = np.ones_like(relevant, dtype=bool) if excluded is None else ~excluded
+    position = np.cumsum(counted, axis=1)
+    inside = np.where(relevant & counted, position, 0)
+    return np.concatenate([keep, inside], axis=1)
+
+
+def labeled_ranks(query: torch.Tensor, gallery: torch.Tensor, q_pids: np.ndarray, g_pids: np.ndarray,
+                  options: RetrievalOptions, q_cam: Optional[np.ndarray] = None, g_cam: Optional[np.ndarray] = None,
+                  topk: int = 0) -> Dict[str, np.ndarray]:
+    """Exact positive ranks of post-processed features, after re-ranking when ``options`` say so.
+
+    Like :func:`fastreid.evaluation.metrics.rank_positives_chunked` (``ranks``, ``num_pos``, with
+    ``topk`` > 0 also ``topk_idx``/``topk_scores``); with re-ranking, the top ``search_depth(topk)`` of
+    each query are re-ordered as :func:`rank` re-orders them and positives beyond keep their rank.
+    """
+    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
+    depth = min(search_depth(topk, options), gallery.shape[0]) if (topk or options.rerank) else 0
+    res = rank_positives_chunked(query, gallery, q_pids, g_pids, q_cam, g_cam, options.metric, topk=depth)
+    if options.rerank:
+        top_idx, top_scores = rerank(query, gallery, res["topk_idx"], options)
+        relevant = g_pids[top_idx] == q_pids[:, None]
+        filt = q_cam is not None and g_cam is not None
+        excluded = relevant & (np.asarray(g_cam)[top_idx] == np.asarray(q_cam)[:, None]) if filt else None
+        res.update(ranks=reranked_positive_ranks(res["ranks"], top_idx, relevant, excluded), topk_idx=top_idx,
+                   topk_scores=top_scores)
+    return res
 
 
 def rank(query: torch.Tensor, gallery: torch.Tensor, k: int, options: RetrievalOptions,

@@ -1,27 +1,30 @@
-"""Choose query expansion on a labeled split, falling back to none unless the gain beats its noise.
+"""Choose post-processing on a labeled split, falling back to none unless the gain beats its noise.
 
-Alpha-QE helps a strong model (neighbours are mostly the same patent) and hurts a weak one (it
-averages in wrong patents). The choice is a list of candidate option sets (``RetrievalOptions``; the
-first is the baseline, no expansion) scored by one function, ``score_options`` (the one pipeline, then
-the exact per-query metrics). A candidate replaces the baseline only when its gain on the criterion is
+Alpha-QE, DBA and k-reciprocal re-ranking help a strong model (neighbours are mostly the same patent)
+and hurt a weak one (they average in wrong patents). The choice is a list of candidate option sets
+(``RetrievalOptions``; the first is the baseline: none of the tuned steps) scored by one function,
+``score_options`` (the one pipeline, re-ranking included, then the exact per-query metrics): each
+expansion ``(k, alpha)``, each DBA ``k``, re-ranking, then combinations of the best of each step that
+gained on average. A candidate replaces the baseline only when its gain on the criterion is
 larger than query-to-query noise: a paired bootstrap over queries gives a one-sided lower confidence
 bound of the mean gain, at ``confidence`` corrected for the number of candidates (Bonferroni), and the
-bound must exceed ``min_gain``. The recorded choice is then applied to sets without labels (the
-challenge test set) and to search indexes of the same model.
+bound must exceed ``min_gain``. The recorded choice (every post-processing field of the chosen options)
+is then applied to sets without labels (the challenge test set) and to search indexes of the same model.
 """
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from itertools import combinations
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from ..utils.file_io import atomic_open
-from .metrics import PerQueryMetrics, per_query_metrics, rank_positives_chunked, summarize
-from .pipeline import QE_MODES, RetrievalOptions, post_process, prepare_gallery
+from .metrics import PerQueryMetrics, per_query_metrics, summarize
+from .pipeline import POST_PROCESSING_FIELDS, QE_MODES, RetrievalOptions, labeled_ranks, post_process, prepare_gallery
 
 # Metrics recorded for every candidate (percent).
 TUNED_METRICS = ("mAP", "mAP@10", "Rank-1")
@@ -32,19 +35,27 @@ _BOOTSTRAP_CHUNK = 100
 
 @dataclass
 class QEChoice:
-    """The chosen expansion (``qe_k`` 0 = none) and the scores of every candidate tried."""
+    """The chosen post-processing and the scores of every candidate tried.
+
+    ``options`` holds the chosen ``POST_PROCESSING_FIELDS`` (DBA, expansion, re-ranking, with their
+    parameters): what unlabeled sets and search indexes apply. ``qe_k``/``alpha`` repeat its expansion
+    (``qe_k`` 0 = none); ``chosen`` is the chosen row of ``candidates`` (0: the baseline).
+    """
 
     qe_k: int
     alpha: float
     score: float
     baseline: float
     criterion: str
-    candidates: List[Dict[str, float]] = field(default_factory=list)
+    candidates: List[Dict[str, Any]] = field(default_factory=list)
     confidence: float = 0.0
     min_gain: float = 0.0
+    options: Dict[str, Any] = field(default_factory=dict)
+    chosen: int = 0
 
     @property
     def enabled(self) -> bool:
+        """Whether the chosen post-processing expands queries."""
         return self.qe_k > 0
 
     @classmethod
@@ -63,12 +74,58 @@ def expansion_candidates(base: RetrievalOptions, ks: Sequence[int],
     return out
 
 
+def single_step_candidates(baseline: RetrievalOptions, ks: Sequence[int], alphas: Sequence[float],
+                           dba_ks: Sequence[int] = (), rerank: bool = False) -> List[RetrievalOptions]:
+    """``baseline``, each expansion of :func:`expansion_candidates`, DBA with each of ``dba_ks`` (alpha as
+    ``baseline.dba_alpha``) and, with ``rerank``, k-reciprocal re-ranking: one step at a time."""
+    out = expansion_candidates(baseline, ks, alphas)
+    out += [baseline.replace(dba=True, dba_k=k) for k in sorted({int(k) for k in dba_ks})]
+    if rerank:
+        out.append(baseline.replace(rerank=True))
+    return out
+
+
+def _step_of(options: RetrievalOptions, baseline: RetrievalOptions) -> str:
+    """Which single step ``options`` adds to ``baseline``: ``qe``, ``dba`` or ``rerank``."""
+    if options.expands and not baseline.expands:
+        return "qe"
+    return "dba" if options.dba and not baseline.dba else "rerank"
+
+
+def combined_candidates(singles: Sequence[RetrievalOptions], gains: Sequence[float]) -> List[RetrievalOptions]:
+    """Combinations of the best single candidate of each step (by mean gain, only steps whose best gained).
+
+    Args:
+        singles: the output of :func:`single_step_candidates` (``singles[0]`` the baseline).
+        gains: mean gain of each over the baseline (``gains[0]`` 0).
+    Returns:
+        One candidate per combination of two or more of those best steps (DBA + expansion, expansion +
+        re-ranking, ...), each step with its best setting.
+    """
+    baseline, best = singles[0], {}
+    for options, gain in zip(singles[1:], gains[1:]):
+        step = _step_of(options, baseline)
+        if gain > 0 and gain > best.get(step, (0.0, None))[0]:
+            best[step] = (gain, options)
+    out = []
+    for size in range(2, len(best) + 1):
+        for steps in combinations(sorted(best), size):
+            changes: Dict[str, Any] = {}
+            for step in steps:
+                chosen = best[step][1]
+                changes.update({"qe": dict(qe_k=chosen.qe_k, qe_alpha=chosen.qe_alpha),
+                                "dba": dict(dba=True, dba_k=chosen.dba_k), "rerank": dict(rerank=True)}[step])
+            out.append(baseline.replace(**changes))
+    return out
+
+
 def score_options(query: torch.Tensor, gallery: torch.Tensor, q_pids: np.ndarray, g_pids: np.ndarray,
                   options: RetrievalOptions, q_cam: Optional[np.ndarray] = None,
                   g_cam: Optional[np.ndarray] = None, gallery_prepared: bool = False) -> PerQueryMetrics:
-    """Per-query metrics of one candidate: the pipeline's ``post_process`` with ``options``, then exact ranks."""
+    """Per-query metrics of one candidate: the pipeline's ``post_process`` with ``options``, then exact ranks
+    (re-ranked when ``options.rerank``, as the evaluator ranks)."""
     q, g = post_process(query, gallery, options, gallery_prepared=gallery_prepared)
-    res = rank_positives_chunked(q, g, q_pids, g_pids, q_cam, g_cam, options.metric)
+    res = labeled_ranks(q, g, q_pids, g_pids, options, q_cam, g_cam)
     return per_query_metrics(res["ranks"], res["num_pos"])
 
 
@@ -142,23 +199,73 @@ def choose_options(query: torch.Tensor, gallery: torch.Tensor, q_pids: Sequence,
         (index of the chosen candidate, one row per candidate: ``TUNED_METRICS`` in percent, ``gain`` and
         ``gain_low`` on the criterion).
     """
+    rows, values = score_candidates(query, gallery, q_pids, g_pids, candidates, criterion, q_cam, g_cam)
+    best, gains = pick(values, confidence, min_gain)
+    return best, [dict(row, **gain) for row, gain in zip(rows, gains)]
+
+
+def score_candidates(query: torch.Tensor, gallery: torch.Tensor, q_pids: Sequence, g_pids: Sequence,
+                     candidates: Sequence[RetrievalOptions], criterion: str = "mAP@10",
+                     q_cam: Optional[Sequence] = None,
+                     g_cam: Optional[Sequence] = None) -> Tuple[List[Dict[str, Any]], List[np.ndarray]]:
+    """:func:`score_options` of every candidate: (one row per candidate: ``steps`` and ``TUNED_METRICS`` in
+    percent; per-query values of ``criterion``). The DBA database is computed once per setting."""
     if criterion not in TUNED_METRICS:
         raise ValueError(f"TEST.AQE.AUTO_CRITERION must be one of {TUNED_METRICS}, got {criterion!r}")
     q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
     q_cam = None if q_cam is None else np.asarray(q_cam)
     g_cam = None if g_cam is None else np.asarray(g_cam)
-    prepared: Dict[Tuple[Any, ...], torch.Tensor] = {}  # DBA once per setting, not once per candidate
-    rows, values = [], []
+    prepared: Dict[Tuple[Any, ...], torch.Tensor] = {}
+    rows: List[Dict[str, Any]] = []
+    values = []
     for options in candidates:
         key = (options.dba, options.dba_k, options.dba_alpha, options.backend)
         if key not in prepared:
             prepared[key] = prepare_gallery(gallery, options)
         metrics = score_options(query, prepared[key], q_pids, g_pids, options, q_cam, g_cam, gallery_prepared=True)
         summary = summarize(metrics)
-        rows.append({name: float(summary[name]) for name in TUNED_METRICS})
+        rows.append(dict(steps=options.describe(), **{name: float(summary[name]) for name in TUNED_METRICS}))
         values.append(per_query_values(metrics, criterion))
+    return rows, values
+
+
+def tune_post_processing(query: torch.Tensor, gallery: torch.Tensor, q_pids: Sequence, g_pids: Sequence,
+                         ks: Sequence[int], alphas: Sequence[float], *, dba_ks: Sequence[int] = (),
+                         rerank: bool = False, criterion: str = "mAP@10", q_cam: Optional[Sequence] = None,
+                         g_cam: Optional[Sequence] = None, confidence: float = 0.95, min_gain: float = 0.0,
+                         base: Optional[RetrievalOptions] = None) -> QEChoice:
+    """Choose among no post-processing, each single step and combinations of the best steps.
+
+    The candidates are :func:`single_step_candidates` (expansions ``ks`` x ``alphas``, DBA ``dba_ks``,
+    re-ranking when ``rerank``), scored first, then :func:`combined_candidates` of those; :func:`pick`
+    compares them all with the baseline (Bonferroni over every candidate scored).
+
+    Args:
+        query, gallery: raw features (before any post-processing or normalisation).
+        dba_ks, rerank: DBA and re-ranking become candidates (empty / False: they stay as in ``base``).
+        confidence, min_gain: a candidate is chosen only when its gain's lower bound at ``confidence``
+            exceeds ``min_gain`` points (``confidence`` 0: any mean gain above ``min_gain``).
+        base: the other retrieval options (metric, backend, expansion passes and mode, DBA alpha,
+            re-ranking parameters; default ``RetrievalOptions()``).
+    Returns:
+        A ``QEChoice``; ``candidates[0]`` is the baseline (no expansion; no DBA / re-ranking when tuned).
+    """
+    base = base or RetrievalOptions()
+    baseline = base.replace(qe_k=0, dba=base.dba and not dba_ks, rerank=base.rerank and not rerank)
+    singles = single_step_candidates(baseline, ks, alphas, dba_ks, rerank)
+    rows, values = score_candidates(query, gallery, q_pids, g_pids, singles, criterion, q_cam, g_cam)
+    combos = combined_candidates(singles, [float(np.mean(v - values[0])) for v in values])
+    if combos:
+        more_rows, more_values = score_candidates(query, gallery, q_pids, g_pids, combos, criterion, q_cam, g_cam)
+        rows, values = rows + more_rows, values + more_values
+    candidates = singles + combos
     best, gains = pick(values, confidence, min_gain)
-    return best, [dict(row, **gain) for row, gain in zip(rows, gains)]
+    rows = [dict(qe_k=o.qe_k, alpha=o.qe_alpha if o.qe_k else 0.0, dba_k=o.dba_k if o.dba else 0, rerank=o.rerank,
+                 **row, **gain) for o, row, gain in zip(candidates, rows, gains)]
+    chosen = candidates[best]
+    return QEChoice(qe_k=chosen.qe_k, alpha=rows[best]["alpha"], score=rows[best][criterion],
+                    baseline=rows[0][criterion], criterion=criterion, candidates=rows, confidence=confidence,
+                    min_gain=min_gain, options=chosen.post_processing, chosen=best)
 
 
 def tune_query_expansion(query: torch.Tensor, gallery: torch.Tensor, q_pids: Sequence, g_pids: Sequence,
@@ -167,28 +274,16 @@ def tune_query_expansion(query: torch.Tensor, gallery: torch.Tensor, q_pids: Seq
                          q_cam: Optional[Sequence] = None, g_cam: Optional[Sequence] = None,
                          confidence: float = 0.95, min_gain: float = 0.0,
                          base: Optional[RetrievalOptions] = None) -> QEChoice:
-    """No expansion and every ``(k, alpha)`` pair as candidates of :func:`choose_options`.
+    """:func:`tune_post_processing` with expansions only (DBA and re-ranking as in ``base``).
 
-    Args:
-        query, gallery: raw features (before any expansion or normalisation; DBA comes from ``base``).
-        ks, alphas: the candidate grid.
-        confidence, min_gain: an expansion is chosen only when its gain's lower bound at ``confidence``
-            exceeds ``min_gain`` points (``confidence`` 0: any mean gain above ``min_gain``).
-        base: the other retrieval options (default: ``metric``, ``backend``, ``qe_time``, ``mode``).
-    Returns:
-        A ``QEChoice``; ``candidates[0]`` is no expansion.
+    ``base`` defaults to ``metric``, ``backend``, ``qe_time`` and ``mode``; ``candidates[0]`` is no expansion.
     """
     if mode not in QE_MODES:
         raise ValueError(f"TEST.AQE.MODE must be one of {QE_MODES}, got {mode!r}")
     if base is None:
         base = RetrievalOptions(metric=metric, backend=backend, qe_times=qe_time, qe_mode=mode)
-    candidates = expansion_candidates(base, ks, alphas)
-    best, rows = choose_options(query, gallery, q_pids, g_pids, candidates, criterion=criterion,
-                                confidence=confidence, min_gain=min_gain, q_cam=q_cam, g_cam=g_cam)
-    rows = [dict(qe_k=o.qe_k, alpha=o.qe_alpha if o.qe_k else 0.0, **row) for o, row in zip(candidates, rows)]
-    return QEChoice(qe_k=int(rows[best]["qe_k"]), alpha=float(rows[best]["alpha"]), score=rows[best][criterion],
-                    baseline=rows[0][criterion], criterion=criterion, candidates=rows, confidence=confidence,
-                    min_gain=min_gain)
+    return tune_post_processing(query, gallery, q_pids, g_pids, ks, alphas, criterion=criterion, q_cam=q_cam,
+                                g_cam=g_cam, confidence=confidence, min_gain=min_gain, base=base)
 
 
 def choice_path(cfg: Any, output_dir: Optional[str] = None) -> str:
@@ -214,13 +309,18 @@ def load_choice(path: str) -> QEChoice:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
+        options = dict(data.get("options", {}))
+        unknown = set(options) - set(POST_PROCESSING_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown post-processing options {sorted(unknown)}")
+        RetrievalOptions().replace(**options)  # the recorded values are checked like the config's
         return QEChoice(qe_k=int(data["qe_k"]), alpha=float(data["alpha"]), score=float(data["score"]),
                         baseline=float(data["baseline"]), criterion=str(data["criterion"]),
                         candidates=list(data.get("candidates", [])), confidence=float(data.get("confidence", 0.0)),
-                        min_gain=float(data.get("min_gain", 0.0)))
+                        min_gain=float(data.get("min_gain", 0.0)), options=options, chosen=int(data.get("chosen", 0)))
     except FileNotFoundError:
         raise FileNotFoundError(
-            f"TEST.AQE.AUTO: no query-expansion choice at {path}; evaluate a labeled split first "
+            f"TEST.AQE.AUTO: no post-processing choice at {path}; evaluate a labeled split first "
             f"(put it before the unlabeled set in DATASETS.TESTS) or set TEST.AQE.AUTO_FILE") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"TEST.AQE.AUTO: unreadable query-expansion choice {path}: {e}") from None
+        raise ValueError(f"TEST.AQE.AUTO: unreadable post-processing choice {path}: {e}") from None

@@ -18,9 +18,9 @@ import torch
 from ..config.checks import choice_problem
 from ..utils import comm
 from .evaluator import DatasetEvaluator, resolve_amp_dtype
-from .metrics import per_query_metrics, rank_positives_chunked, summarize
-from .pipeline import RetrievalOptions, post_process, rank, rerank, search_depth
-from .qe_tuning import TUNED_METRICS, QEChoice, choice_path, load_choice, save_choice, tune_query_expansion
+from .metrics import per_query_metrics, summarize
+from .pipeline import RetrievalOptions, labeled_ranks, post_process, rank, search_depth
+from .qe_tuning import TUNED_METRICS, QEChoice, choice_path, load_choice, save_choice, tune_post_processing
 from .search import recall_against_exact, torch_knn
 from .submission import write_result
 from .visualize import worst_queries, write_retrieval_visualisation
@@ -48,6 +48,8 @@ def validate(cfg: Any) -> List[str]:
         problems += choice_problem("TEST.AQE.AUTO_CRITERION", t.AQE.AUTO_CRITERION, TUNED_METRICS)
         if not 0 <= float(t.AQE.AUTO_CONFIDENCE) < 1:
             problems.append(f"TEST.AQE.AUTO_CONFIDENCE must be in [0, 1), got {t.AQE.AUTO_CONFIDENCE!r}")
+        if any(int(k) < 1 for k in t.AQE.AUTO_DBA_K):
+            problems.append(f"TEST.AQE.AUTO_DBA_K: every neighbour count must be >= 1, got {tuple(t.AQE.AUTO_DBA_K)}")
     return problems
 
 
@@ -55,26 +57,6 @@ def _to_numpy(values: Any) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         return values.detach().cpu().numpy()
     return np.asarray(list(values))
-
-
-def reranked_positive_ranks(ranks: np.ndarray, new_order: np.ndarray, relevant: np.ndarray,
-                            excluded: Optional[np.ndarray] = None) -> np.ndarray:
-    """Positive ranks after the top ``K`` of every ranking was re-ordered into ``new_order``.
-
-    Args:
-        ranks: ``Q x P`` original positive ranks (0 = padding).
-        new_order: ``Q x K`` re-ordered candidates (the original top K).
-        relevant: ``Q x K`` whether each re-ordered candidate is a positive.
-        excluded: ``Q x K`` candidates outside the ranking (same id and camera), if any.
-    Returns:
-        ``Q x (P + K)`` ranks, 0 = padding: positives beyond rank K keep their rank.
-    """
-    k = new_order.shape[1]
-    keep = np.where(ranks > k, ranks, 0)
-    counted = np.ones_like(relevant, dtype=bool) if excluded is None else ~excluded
-    position = np.cumsum(counted, axis=1)
-    inside = np.where(relevant & counted, position, 0)
-    return np.concatenate([keep, inside], axis=1)
 
 
 class ReidEvaluator(DatasetEvaluator):
@@ -165,30 +147,34 @@ class ReidEvaluator(DatasetEvaluator):
             choice = self._qe_choice
             base = choice.candidates[0]
             results.update((f"noQE-{name}", float(base[name])) for name in ("mAP", "mAP@10", "Rank-1"))
-            results.update(QE_K=float(choice.qe_k), QE_ALPHA=choice.alpha)
+            results.update(QE_K=float(choice.qe_k), QE_ALPHA=choice.alpha,
+                           DBA_K=float(self.options.dba_k if self.options.dba else 0),
+                           RERANK=float(self.options.rerank))
         return results
 
     def _tune_qe(self, query: torch.Tensor, gallery: torch.Tensor, pids: np.ndarray,
                  camids: np.ndarray) -> QEChoice:
-        """Choose (QE_K, ALPHA) or none on this labeled set (raw features) and record the choice."""
+        """Choose the post-processing (expansion, and DBA / re-ranking when they are candidates) or none on
+        this labeled set (raw features) and record the choice."""
         t, nq = self.cfg.TEST, self.num_query
         filt = len(np.unique(camids)) > 1
-        choice = tune_query_expansion(
-            query, gallery, pids[:nq], pids[nq:], t.AQE.AUTO_K, t.AQE.AUTO_ALPHA, criterion=t.AQE.AUTO_CRITERION,
+        choice = tune_post_processing(
+            query, gallery, pids[:nq], pids[nq:], t.AQE.AUTO_K, t.AQE.AUTO_ALPHA, dba_ks=t.AQE.AUTO_DBA_K,
+            rerank=bool(t.AQE.AUTO_RERANK), criterion=t.AQE.AUTO_CRITERION,
             q_cam=camids[:nq] if filt else None, g_cam=camids[nq:] if filt else None,
             confidence=float(t.AQE.AUTO_CONFIDENCE), min_gain=float(t.AQE.AUTO_MIN_GAIN), base=self.options)
         save_choice(choice, self.qe_choice_path, source=f"{nq} queries x {gallery.shape[0]} gallery items")
-        if choice.enabled:
-            row = next(r for r in choice.candidates if (r["qe_k"], r["alpha"]) == (choice.qe_k, choice.alpha))
-            logger.info("TEST.AQE.AUTO: QE_K %d, ALPHA %g (%s %.2f, without expansion %.2f; gain %.2f, lower bound "
-                        "%.2f at %g confidence); recorded in %s", choice.qe_k, choice.alpha, choice.criterion,
-                        choice.score, choice.baseline, row["gain"], row["gain_low"], choice.confidence,
-                        self.qe_choice_path)
+        if choice.chosen:
+            row = choice.candidates[choice.chosen]
+            logger.info("TEST.AQE.AUTO: %s (%s %.2f, baseline %s %.2f; gain %.2f, lower bound %.2f at %g confidence); "
+                        "recorded in %s", row["steps"], choice.criterion, choice.score, choice.candidates[0]["steps"],
+                        choice.baseline, row["gain"], row["gain_low"], choice.confidence, self.qe_choice_path)
         else:
             top = max(choice.candidates, key=lambda r: r["gain"])
-            logger.info("TEST.AQE.AUTO: no expansion gains more than its noise on %s (without expansion %.2f; best "
-                        "mean gain %.2f, lower bound %.2f at %g confidence); recorded in %s", choice.criterion,
-                        choice.baseline, top["gain"], top["gain_low"], choice.confidence, self.qe_choice_path)
+            logger.info("TEST.AQE.AUTO: no post-processing gains more than its noise on %s (baseline %s %.2f; best "
+                        "mean gain %.2f by %s, lower bound %.2f at %g confidence); recorded in %s", choice.criterion,
+                        choice.candidates[0]["steps"], choice.baseline, top["gain"], top["steps"], top["gain_low"],
+                        choice.confidence, self.qe_choice_path)
         return choice
 
     def _write_submission(self, query: torch.Tensor, gallery: torch.Tensor, paths: List[str]) -> Dict[str, float]:
@@ -218,14 +204,8 @@ class ReidEvaluator(DatasetEvaluator):
         filt = len(np.unique(camids)) > 1
         q_cam, g_cam = (camids[:nq], camids[nq:]) if filt else (None, None)
         k = min(t.TOPK, gallery.shape[0])
-        res = rank_positives_chunked(query, gallery, q_pids, g_pids, q_cam, g_cam, t.METRIC,
-                                     topk=search_depth(k, self.options))
+        res = labeled_ranks(query, gallery, q_pids, g_pids, self.options, q_cam, g_cam, topk=k)
         ranks, top_idx, top_scores = res["ranks"], res["topk_idx"], res["topk_scores"]
-        if self.options.rerank:
-            top_idx, top_scores = rerank(query, gallery, top_idx, self.options)
-            relevant = g_pids[top_idx] == q_pids[:, None]
-            excluded = relevant & (g_cam[top_idx] == q_cam[:, None]) if filt else None
-            ranks = reranked_positive_ranks(ranks, top_idx, relevant, excluded)
         per_query = per_query_metrics(ranks, res["num_pos"])
         summary = summarize(per_query)
         skipped = summary.pop("num_queries_without_positive")
