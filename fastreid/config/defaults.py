@@ -412,6 +412,25 @@ _C.TEST.VIS.ENABLED = False
 # Queries shown (the worst-AP ones).
 _C.TEST.VIS.NUM_QUERIES = 10
 
+# Learning from unlabeled drawings (tools/pseudo_label.py, docs/unlabeled.md)
+_C.UNLABELED = CN()
+# List of the unlabeled drawings (one path per line, other columns ignored), relative to DATASETS.ROOT; paths in it are relative to its folder.
+_C.UNLABELED.POOL_LIST = ""
+# Rounds of (extract pool features, cluster them into pseudo-identities, fine-tune on train + pool).
+_C.UNLABELED.ROUNDS = 2
+# Training epochs per round, on the labeled training set plus the clustered pool drawings.
+_C.UNLABELED.EPOCHS = 1
+# Learning rate of the rounds; 0 keeps SOLVER.BASE_LR.
+_C.UNLABELED.BASE_LR = 0.0
+# DBSCAN radius on the k-reciprocal Jaccard distance (0..1): smaller makes fewer, purer clusters.
+_C.UNLABELED.EPS = 0.6
+# DBSCAN core size: drawings within EPS (itself included) that make a drawing a core of a cluster.
+_C.UNLABELED.MIN_SAMPLES = 2
+# k1 of the k-reciprocal neighbourhoods used for the Jaccard distance.
+_C.UNLABELED.K1 = 20
+# k2 (local expansion) of the k-reciprocal neighbourhoods.
+_C.UNLABELED.K2 = 6
+
 # Misc
 # Config files of successive training stages run by one command; each starts from the previous stage's best model.
 _C.STAGES = []

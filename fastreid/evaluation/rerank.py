@@ -104,6 +104,33 @@ def _csr_row_entries(mat: sp.csr_matrix, rows: np.ndarray) -> Tuple[np.ndarray, 
     return owner, mat.indices[flat], mat.data[flat]
 
 
+def k_reciprocal_encoding(feats: torch.Tensor, k1: int = 20, k2: int = 6,
+                          metric: str = "cosine") -> Tuple[sp.csr_matrix, np.ndarray]:
+    """The textbook's encoding ``V`` of every item by its expanded k-reciprocal set.
+
+    Args:
+        feats: ``N x D`` features (L2-normalised for ``metric="cosine"``).
+        k1, k2: size of the k-reciprocal sets and of the local expansion (``k2 = 1``: none).
+    Returns:
+        (``V`` as an ``N x N`` CSR matrix with sorted indices, each row summing to 1, and each row's
+        largest distance, which normalises the distances of that row).
+    """
+    n = feats.shape[0]
+    nbr, row_max = neighbours_and_row_max(feats, max(k1 + 1, k2), metric)
+    rows, cols = _expanded_pairs(nbr, k1)
+    # A row whose items all coincide has largest distance 0 (identical drawings): its distances stay 0.
+    dist = _pair_distance(feats, rows, cols, metric) / np.where(row_max > 0, row_max, 1.0)[rows]
+    weight = np.exp(-dist.astype(np.float64))
+    weight /= np.bincount(rows, weights=weight, minlength=n)[rows]
+    v = sp.csr_matrix((weight, (rows, cols)), shape=(n, n))
+    if k2 != 1:
+        qe_rows = np.repeat(np.arange(n), k2)
+        avg = sp.csr_matrix((np.full(n * k2, 1.0 / k2), (qe_rows, nbr[:, :k2].ravel())), shape=(n, n))
+        v = (avg @ v).tocsr()
+    v.sort_indices()
+    return v, row_max
+
+
 def k_reciprocal_rerank(query: torch.Tensor, gallery: torch.Tensor, candidates: np.ndarray, k1: int = 20,
                         k2: int = 6, lambda_value: float = 0.3,
                         metric: str = "cosine") -> Tuple[np.ndarray, np.ndarray]:
@@ -120,17 +147,7 @@ def k_reciprocal_rerank(query: torch.Tensor, gallery: torch.Tensor, candidates: 
     check_metric(metric)
     feats = torch.cat([query.float(), gallery.float()])
     nq, n = query.shape[0], feats.shape[0]
-    nbr, row_max = neighbours_and_row_max(feats, max(k1 + 1, k2), metric)
-    rows, cols = _expanded_pairs(nbr, k1)
-    dist = _pair_distance(feats, rows, cols, metric) / row_max[rows]
-    weight = np.exp(-dist.astype(np.float64))
-    weight /= np.bincount(rows, weights=weight, minlength=n)[rows]
-    v = sp.csr_matrix((weight, (rows, cols)), shape=(n, n))
-    if k2 != 1:
-        qe_rows = np.repeat(np.arange(n), k2)
-        avg = sp.csr_matrix((np.full(n * k2, 1.0 / k2), (qe_rows, nbr[:, :k2].ravel())), shape=(n, n))
-        v = (avg @ v).tocsr()
-    v.sort_indices()
+    v, row_max = k_reciprocal_encoding(feats, k1, k2, metric)
     candidates = np.asarray(candidates, dtype=np.int64)
     k = candidates.shape[1]
     out_d = np.empty(candidates.shape, dtype=np.float32)
