@@ -640,12 +640,21 @@ TEST: {{EVAL_PERIOD: 1, IMS_PER_BATCH: 8, AQE: {{ENABLED: True, QE_K: 2}}}}
 {extra}"""
 
 
-def test_challenge_dataset_classes_train_with_one_value_size_and_crop(fastreid_datasets, tmp_path):
+@pytest.fixture(scope="module")
+def patents_run(root, tmp_path_factory):
+    """The challenge-shaped classes trained once by fast-reid's train_net main (also the distillation's teacher)."""
+    out = tmp_path_factory.mktemp("patents")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FASTREID_DATASETS", root)
+        cfg_file = write_config(out, "patents", RETRIEVAL.format(
+            tests='("ShapePatents", "ShapePatentsTest")', extra=""), norm="syncBN")
+        return run(DefaultTrainer, cfg_file)
+
+
+def test_challenge_dataset_classes_train_with_one_value_size_and_crop(fastreid_datasets, patents_run):
     """Patent/PatentTest-shaped classes registered under other names train unchanged; fast-reid's one-value
     INPUT.SIZE_* with INPUT.CROP on 80 x 64 drawings; the unlabeled test set writes result.npy."""
-    cfg_file = write_config(tmp_path, "patents", RETRIEVAL.format(
-        tests='("ShapePatents", "ShapePatentsTest")', extra=""), norm="syncBN")
-    trainer, results = run(DefaultTrainer, cfg_file)
+    trainer, results = patents_run
     assert trainer.cfg.MODEL.HEADS.NUM_CLASSES == 8 and trainer.max_iter == 2  # 32 images, batches of 16
     assert set(results["ShapePatents"]) >= {"mAP", "Rank-1"} and 0 <= results["ShapePatents"]["mAP"] <= 100
     assert results["ShapePatentsTest"] == {}
@@ -661,10 +670,8 @@ def test_challenge_dataset_classes_train_with_one_value_size_and_crop(fastreid_d
     assert build_reid_train_loader(cfg, max_ids=5).dataset.num_classes == 5
 
 
-def test_distillation_project_with_frozen_teacher_and_own_evaluator(fastreid_datasets, tmp_path):
-    teacher_file = write_config(tmp_path, "teacher", RETRIEVAL.format(tests="()", extra=""))
-    teacher, _ = run(DefaultTrainer, teacher_file)
-    out_t = teacher.cfg.OUTPUT_DIR
+def test_distillation_project_with_frozen_teacher_and_own_evaluator(fastreid_datasets, patents_run, tmp_path):
+    out_t = patents_run[0].cfg.OUTPUT_DIR  # the teacher
     kd = (f"KD: {{MODEL_CONFIG: [{out_t}/config.yaml], MODEL_WEIGHTS: [{out_t}/model_final.pth], "
           f"TEMPERATURE: 2.0}}\n")
     student_file = write_config(tmp_path, "student", "  META_ARCHITECTURE: ShapeDistiller\n" + RETRIEVAL.format(
