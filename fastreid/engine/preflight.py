@@ -122,14 +122,15 @@ def owner_checks(cfg: CfgNode, train: bool, evaluate: bool) -> List[str]:
     """Every value a builder owns, checked by the builder's own ``validate(cfg)`` (its public constants)."""
     from fastreid import solver
     from fastreid.data import build as data_build
-    from fastreid.evaluation import reid_evaluation
+    from fastreid.evaluation import pseudo_labels, reid_evaluation
     from fastreid.modeling.heads import embedding_head
     from fastreid.modeling.meta_arch import distiller
 
     from . import train_loop
 
     validators = [embedding_head.validate] + ([reid_evaluation.validate] if evaluate else []) + \
-        ([data_build.validate, solver.validate, train_loop.validate, distiller.validate] if train else [])
+        ([data_build.validate, solver.validate, train_loop.validate, distiller.validate,
+          pseudo_labels.validate] if train else [])
     return [problem for validate in validators for problem in validate(cfg)]
 
 
