@@ -39,6 +39,16 @@ from .shapes import BASE_KINDS, build_mesh, sample_family, sample_member
 logger = logging.getLogger(__name__)
 
 
+def check_views_and_splits(min_views: int, max_views: int, fewest: int, train_fraction: float,
+                           val_fraction: float) -> None:
+    """Refuse view counts outside ``fewest..7`` and split shares that leave no test split."""
+    if not fewest <= min_views <= max_views <= 7:
+        raise ValueError(f"need {fewest} <= min_views <= max_views <= 7, got {min_views}, {max_views}")
+    if not (0 < train_fraction and 0 < val_fraction and train_fraction + val_fraction < 1):
+        raise ValueError(f"train_fraction and val_fraction must be > 0 with a sum < 1 (the rest is test), "
+                         f"got {train_fraction}, {val_fraction}")
+
+
 @dataclass
 class SyntheticSpec:
     """What to generate; see ``tools/make_synthetic_patents.py`` for the meaning of each field."""
@@ -65,11 +75,7 @@ class SyntheticSpec:
                              f"got {self.num_patents}")
         if self.image_size < 16:
             raise ValueError(f"image_size must be >= 16, got {self.image_size}")
-        if not 1 <= self.min_views <= self.max_views <= 7:
-            raise ValueError(f"need 1 <= min_views <= max_views <= 7, got {self.min_views}, {self.max_views}")
-        if not (0 < self.train_fraction and 0 < self.val_fraction and self.train_fraction + self.val_fraction < 1):
-            raise ValueError(f"train_fraction and val_fraction must be > 0 with a sum < 1 (the rest is test), "
-                             f"got {self.train_fraction}, {self.val_fraction}")
+        check_views_and_splits(self.min_views, self.max_views, 1, self.train_fraction, self.val_fraction)
         if not 1 <= self.family_size[0] <= self.family_size[1]:
             raise ValueError(f"family_size must be (low, high) with 1 <= low <= high, got {self.family_size}")
         check_effects(self.effects)

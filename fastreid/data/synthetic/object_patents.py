@@ -29,7 +29,7 @@ from fastreid.utils.file_io import atomic_open
 
 from .catalog import CatalogModel, load_mesh, read_catalogs
 from .drawing_sheet import SHEET_EFFECTS, render_sheet, sample_look
-from .generator import PlannedPatent, layout_patents, run_jobs, write_list_files
+from .generator import PlannedPatent, check_views_and_splits, layout_patents, run_jobs, write_list_files
 from .line_render import ORTHO_VIEWS, Mesh
 
 logger = logging.getLogger(__name__)
@@ -59,11 +59,7 @@ class ObjectPatentSpec:
     def check(self) -> None:
         if self.image_size < 64:
             raise ValueError(f"image_size must be >= 64, got {self.image_size}")
-        if not 2 <= self.min_views <= self.max_views <= 7:
-            raise ValueError(f"need 2 <= min_views <= max_views <= 7, got {self.min_views}, {self.max_views}")
-        if not (0 < self.train_fraction and 0 < self.val_fraction and self.train_fraction + self.val_fraction < 1):
-            raise ValueError(f"train_fraction and val_fraction must be > 0 with a sum < 1 (the rest is test), "
-                             f"got {self.train_fraction}, {self.val_fraction}")
+        check_views_and_splits(self.min_views, self.max_views, 2, self.train_fraction, self.val_fraction)
         if not 0 < self.crease_deg < 180:
             raise ValueError(f"crease_deg must be in (0, 180), got {self.crease_deg}")
 

@@ -3,15 +3,15 @@
 The line drawings need, for every pixel, which triangle is the nearest one. Looping over triangles
 in Python is fine for the procedural shapes (hundreds of triangles) but not for real product models
 (tens of thousands), so all pixel candidates of a chunk of triangles are evaluated together and
-reduced per pixel with ``scatter_reduce``. The arithmetic is the per-triangle loop's, term for term,
+reduced per pixel with ``np.minimum.at``. The arithmetic is the per-triangle loop's, term for term,
 and ties go to the lowest triangle index (the loop's "first triangle wins"), so both give the same map.
+NumPy only: the generators draw in forked worker processes, where torch's thread pool can hang.
 """
 from __future__ import annotations
 
 from typing import Tuple
 
 import numpy as np
-import torch
 
 # Candidate pixels evaluated at once; bounds the temporary memory to a few hundred MB.
 _CHUNK_PIXELS = 4_000_000
@@ -47,10 +47,10 @@ def rasterize(xy: np.ndarray, depth: np.ndarray, size: int) -> Tuple[np.ndarray,
     area = ((xy[:, 1, 0] - xy[:, 0, 0]) * (xy[:, 2, 1] - xy[:, 0, 1])
             - (xy[:, 2, 0] - xy[:, 0, 0]) * (xy[:, 1, 1] - xy[:, 0, 1]))
     keep = np.flatnonzero(np.abs(area) >= 1e-9)
-    zbuf = torch.full((size * size,), float("inf"), dtype=torch.float64)
-    winner = torch.full((size * size,), -1, dtype=torch.int64)
+    zbuf = np.full(size * size, np.inf)
+    winner = np.full(size * size, -1, dtype=np.int64)
     if len(keep) == 0:
-        return winner.view(size, size).numpy(), zbuf.view(size, size).numpy()
+        return winner.reshape(size, size), zbuf.reshape(size, size)
     _, _, _, counts = _candidates(xy[keep], size)
     # Chunks of whole triangles in index order, so a later chunk only wins on strictly nearer pixels.
     bounds = np.searchsorted(np.cumsum(counts), np.arange(1, int(counts.sum()) // _CHUNK_PIXELS + 1) * _CHUNK_PIXELS)
@@ -67,13 +67,15 @@ def rasterize(xy: np.ndarray, depth: np.ndarray, size: int) -> Tuple[np.ndarray,
         w1 = ((q[:, 2, 0] - xs) * (q[:, 0, 1] - ys) - (q[:, 0, 0] - xs) * (q[:, 2, 1] - ys)) / at
         w2 = 1.0 - w0 - w1
         inside = (w0 >= -1e-7) & (w1 >= -1e-7) & (w2 >= -1e-7)
-        z = torch.from_numpy((w0 * dt[:, 0] + w1 * dt[:, 1] + w2 * dt[:, 2])[inside])
-        pix = torch.from_numpy((py * size + px)[inside])
-        order = torch.from_numpy(part[tri[inside]])
-        near = torch.full_like(zbuf, float("inf")).scatter_reduce(0, pix, z, "amin")
+        z = (w0 * dt[:, 0] + w1 * dt[:, 1] + w2 * dt[:, 2])[inside]
+        pix = (py * size + px)[inside]
+        order = part[tri[inside]]
+        near = np.full(size * size, np.inf)
+        np.minimum.at(near, pix, z)
         best = z == near[pix]
-        first = torch.full_like(winner, np.iinfo(np.int64).max).scatter_reduce(0, pix[best], order[best], "amin")
+        first = np.full(size * size, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first, pix[best], order[best])
         update = near < zbuf
         zbuf[update] = near[update]
         winner[update] = first[update]
-    return winner.view(size, size).numpy(), zbuf.view(size, size).numpy()
+    return winner.reshape(size, size), zbuf.reshape(size, size)
