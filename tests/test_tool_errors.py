@@ -63,10 +63,14 @@ def _case(name, f):
                             b / "empty" / "prepared"),
         "make_synthetic_patents": ("tools/make_synthetic_patents.py", ["--output", str(b / "s"), "--min-views", "9"],
                                    2, "Error: make_synthetic_patents.py:", "min_views", b / "s"),
+        "pseudo_label": ("tools/pseudo_label.py", [*demo, "DATASETS.ROOT", f["data"], "MODEL.WEIGHTS", f["weights"],
+                                                   "UNLABELED.POOL_LIST", f["list"], "OUTPUT_DIR", str(b / "u")],
+                         1, f"Error: {f['list']}:3: drawing not found", str(b / "gone.png"), b / "u" / "round1"),
     }[name]
 
 
-TOOLS = ("train_net", "test", "build_index", "search", "serve", "export", "prepare_dataset", "make_synthetic_patents")
+TOOLS = ("train_net", "test", "build_index", "search", "serve", "export", "prepare_dataset", "make_synthetic_patents",
+         "pseudo_label")
 
 
 @pytest.mark.parametrize("name", TOOLS)
