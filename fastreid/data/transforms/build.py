@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable, List, Sequence, Union
 
 import torch
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
@@ -16,6 +17,7 @@ from fastreid.config import CfgNode, ConfigError
 
 from .autoaugment import OriginalAutoAugment
 from .drawing import CropRescale, InkJitter, LineWidthJitter, RandomQuarterTurn
+from .resize import RESIZE_MODES, DrawingResize, resize_drawing
 
 # torchvision's policies; "original" is the challenge code's own (``autoaugment.py``).
 _TV_POLICIES = {
@@ -33,13 +35,28 @@ def _size(value: Sequence[int], key: str) -> List[int]:
     return [int(v) for v in value]
 
 
-def _resize(value: Sequence[int], key: str) -> list:
-    """The resize step of a size key: ``[H, W]`` exactly, fast-reid's ``[S]`` (shorter side S, aspect kept)
-    or ``[0]`` (none)."""
+class ShorterSideResize:
+    """fast-reid's one-value size ``[S]``: the shorter side to S, the aspect kept, resized as ``INPUT.RESIZE_MODE``."""
+
+    def __init__(self, side: int, mode: str) -> None:
+        self.side, self.mode = int(side), mode
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        w, h = img.size
+        scale = self.side / min(w, h)
+        return resize_drawing(img, (max(1, round(h * scale)), max(1, round(w * scale))), self.mode)
+
+    def __repr__(self) -> str:
+        return f"ShorterSideResize(side={self.side}, mode={self.mode!r})"
+
+
+def _resize(value: Sequence[int], key: str, mode: str) -> list:
+    """The resize step of a size key: ``[H, W]`` exactly, fast-reid's ``[S]`` (shorter side) or ``[0]`` (none)."""
     if len(value) == 1 and int(value[0]) == 0:
         return []
-    size = int(value[0]) if len(value) == 1 and int(value[0]) > 0 else _size(value, key)
-    return [T.Resize(size, interpolation=InterpolationMode.BICUBIC)]
+    if len(value) == 1 and int(value[0]) > 0:
+        return [ShorterSideResize(int(value[0]), mode)]
+    return [DrawingResize(_size(value, key), mode)]
 
 
 def _crop_size(value: Sequence[int]) -> Union[int, List[int]]:
@@ -91,6 +108,14 @@ def _drawing_steps(node: CfgNode) -> list:
     return [make(p) for p, make in candidates if p > 0]
 
 
+def resize_mode(cfg: CfgNode) -> str:
+    """``INPUT.RESIZE_MODE``, checked."""
+    mode = str(cfg.INPUT.RESIZE_MODE)
+    if mode not in RESIZE_MODES:
+        raise ConfigError(f"INPUT.RESIZE_MODE must be one of {list(RESIZE_MODES)}, got {mode!r}")
+    return mode
+
+
 def to_float_tensor() -> T.Compose:
     """PIL image -> float32 tensor keeping the 0..255 range."""
     return T.Compose([T.PILToTensor(), T.ToDtype(torch.float32, scale=False)])
@@ -100,15 +125,15 @@ def build_transforms(cfg: CfgNode, is_train: bool = True) -> T.Compose:
     """The training augmentation pipeline or the deterministic test resize, from ``cfg.INPUT``.
 
     Train order (as the reference): AutoAugment (with probability, on the image as read, before
-    the resize, like the challenge code), bicubic resize, the drawing augmentations of
+    the resize, like the challenge code), the resize of ``INPUT.RESIZE_MODE`` (bicubic as the reference), the drawing augmentations of
     ``INPUT.DRAWING`` (ours; all off by default), flip, pad + random crop, colour jitter (with
     probability), to tensor, random erasing; with ``INPUT.CROP`` a random resized crop follows the resize.
-    Test: bicubic resize to ``SIZE_TEST`` on the PIL image (then a centre crop with ``INPUT.CROP``), to tensor.
+    Test: the same resize to ``SIZE_TEST`` on the PIL image (then a centre crop with ``INPUT.CROP``), to tensor.
     Sizes are ``[H, W]``, or fast-reid's ``[S]`` (shorter side S, aspect kept) and ``[0]`` (no resize).
     """
     inp = cfg.INPUT
     if not is_train:
-        steps: list = _resize(inp.SIZE_TEST, "INPUT.SIZE_TEST")
+        steps: list = _resize(inp.SIZE_TEST, "INPUT.SIZE_TEST", resize_mode(cfg))
         if inp.CROP.ENABLED:
             steps.append(T.CenterCrop(_crop_size(inp.CROP.SIZE)))
         return T.Compose(steps + [to_float_tensor()])
@@ -116,7 +141,7 @@ def build_transforms(cfg: CfgNode, is_train: bool = True) -> T.Compose:
     steps = []
     if inp.AUTOAUG.ENABLED:
         steps.append(T.RandomApply([_autoaugment(inp.AUTOAUG)], p=_prob(inp.AUTOAUG.PROB, "INPUT.AUTOAUG.PROB")))
-    steps += _resize(inp.SIZE_TRAIN, "INPUT.SIZE_TRAIN")
+    steps += _resize(inp.SIZE_TRAIN, "INPUT.SIZE_TRAIN", resize_mode(cfg))
     if inp.CROP.ENABLED:
         steps.append(T.RandomResizedCrop(_crop_size(inp.CROP.SIZE), scale=_range(inp.CROP.SCALE, "INPUT.CROP.SCALE"),
                                          ratio=_range(inp.CROP.RATIO, "INPUT.CROP.RATIO"),
