@@ -234,6 +234,10 @@ def run_rounds(cfg: CfgNode, args: argparse.Namespace, resume: bool = False, use
             with atomic_open(os.path.join(folder, "pseudo_labels.json"), "w") as f:
                 json.dump(summary, f, indent=1)
         comm.synchronize()
+        if use_pool and summary["largest_cluster"] > len(paths) / 2:
+            logger.warning("Round %d: one cluster holds %d of the %d pool drawings: the clustering collapsed (weak "
+                           "features); lower UNLABELED.EPS or UNLABELED.K1", index, summary["largest_cluster"],
+                           len(paths))
         if use_pool and not len(sizes):
             logger.warning("Round %d: no cluster among the %d pool drawings (UNLABELED.EPS %s, MIN_SAMPLES %s); "
                            "the round trains on the labeled data alone", index, len(paths), u.EPS, u.MIN_SAMPLES)
