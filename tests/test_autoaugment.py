@@ -13,6 +13,7 @@ from torchvision.transforms import v2 as T
 from fastreid.config import ConfigError, get_cfg
 from fastreid.data import build_transforms, read_image
 from fastreid.data.transforms import ORIGINAL_POLICY, OriginalAutoAugment
+from fastreid.data.transforms.resize import DrawingResize
 from fastreid.data.transforms.autoaugment import apply_op, draw_op_args
 
 
@@ -116,7 +117,8 @@ def test_pipeline_applies_it_first_with_prob_and_config_keys(drawing):
     first = tf.transforms[0]
     assert isinstance(first, T.RandomApply) and first.p == 0.1
     assert isinstance(first.transforms[0], OriginalAutoAugment) and first.transforms[0].fill == [128] * 3
-    assert isinstance(tf.transforms[1], T.Resize)  # as the original: on the image as read, then resized
+    # As the original: on the image as read, then resized (bicubic by default).
+    assert isinstance(tf.transforms[1], DrawingResize) and tf.transforms[1].mode == "bicubic"
     cfg.INPUT.AUTOAUG.FILL = 255
     cfg.INPUT.AUTOAUG.PROB = 1.0
     white = build_transforms(cfg, is_train=True)

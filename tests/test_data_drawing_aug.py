@@ -94,7 +94,7 @@ def test_config_builds_them_after_the_resize_and_checks_values(drawing):
     cfg.INPUT.DRAWING.INK_PROB = 0.5
     pipeline = build_transforms(cfg, is_train=True)
     names = [type(t).__name__ for t in pipeline.transforms]
-    assert names.index("Resize") < names.index("LineWidthJitter") < names.index("RandomQuarterTurn")
+    assert names.index("DrawingResize") < names.index("LineWidthJitter") < names.index("RandomQuarterTurn")
     assert {"InkJitter", "CropRescale", "RandomVerticalFlip"} <= set(names)
     torch.manual_seed(0)
     out = pipeline(drawing)
