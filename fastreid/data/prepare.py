@@ -60,7 +60,8 @@ def _is_image(path: str) -> bool:
 def _manifest_entries(size: Sequence[int], grayscale: bool, mode: str) -> Dict[str, object]:
     # The bicubic wording predates INPUT.RESIZE_MODE; kept so that existing copies stay valid.
     resize = ("torchvision Resize, bicubic, antialias" if mode == "bicubic"
-              else f"fastreid resize_drawing, mode {mode}" + (", ink x shrink/2 below paper" if mode == "ink" else ""))
+              else f"fastreid resize_drawing, mode {mode}"
+              + (", ink x shrink/2 below paper" if mode == "ink" else ""))
     return {"version": FORMAT_VERSION, "size": [int(size[0]), int(size[1])], "grayscale": bool(grayscale),
             "resize": resize + ", on the image read by fastreid read_image"}
 
@@ -180,8 +181,8 @@ def prepare_dataset(cfg: CfgNode, sizes: Iterable[Sequence[int]], workers: int =
             for job in jobs:
                 _resize_one(job)
         with atomic_open(os.path.join(tmp, MANIFEST), "w") as f:
-            json.dump({**_manifest_entries(size, cfg.INPUT.GRAYSCALE, cfg.INPUT.RESIZE_MODE), "source": root, "images": len(jobs),
-                       "files": files}, f, indent=1)
+            json.dump({**_manifest_entries(size, cfg.INPUT.GRAYSCALE, cfg.INPUT.RESIZE_MODE), "source": root,
+                       "images": len(jobs), "files": files}, f, indent=1)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         logger.info("Prepared %d images at %dx%d in %s", len(jobs), size[0], size[1], final)

@@ -125,9 +125,10 @@ def build_transforms(cfg: CfgNode, is_train: bool = True) -> T.Compose:
     """The training augmentation pipeline or the deterministic test resize, from ``cfg.INPUT``.
 
     Train order (as the reference): AutoAugment (with probability, on the image as read, before
-    the resize, like the challenge code), the resize of ``INPUT.RESIZE_MODE`` (bicubic as the reference), the drawing augmentations of
-    ``INPUT.DRAWING`` (ours; all off by default), flip, pad + random crop, colour jitter (with
-    probability), to tensor, random erasing; with ``INPUT.CROP`` a random resized crop follows the resize.
+    the resize, like the challenge code), the resize of ``INPUT.RESIZE_MODE`` (bicubic as the
+    reference), the drawing augmentations of ``INPUT.DRAWING`` (ours; all off by default), flip,
+    pad + random crop, colour jitter (with probability), to tensor, random erasing; with
+    ``INPUT.CROP`` a random resized crop follows the resize.
     Test: the same resize to ``SIZE_TEST`` on the PIL image (then a centre crop with ``INPUT.CROP``), to tensor.
     Sizes are ``[H, W]``, or fast-reid's ``[S]`` (shorter side S, aspect kept) and ``[0]`` (no resize).
     """
