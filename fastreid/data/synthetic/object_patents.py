@@ -17,7 +17,7 @@ import datetime
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -27,9 +27,9 @@ from scipy.sparse.csgraph import connected_components
 
 from fastreid.utils.file_io import atomic_open
 
-from .catalog import CatalogModel, load_mesh, read_catalogs
+from .catalog import DEFAULT_CATALOG_DIR, CatalogModel, load_mesh, read_catalogs
 from .drawing_sheet import SHEET_EFFECTS, render_sheet, sample_look
-from .generator import PlannedPatent, check_views_and_splits, layout_patents, run_jobs, write_list_files
+from .generator import PlannedPatent, _rng, check_views_and_splits, layout_patents, run_jobs, write_list_files
 from .line_render import ORTHO_VIEWS, Mesh
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ FOLD_JUMP = 0.1
 class ObjectPatentSpec:
     """What to render; see ``tools/make_object_patents.py`` for each field."""
 
-    catalogs: Tuple[str, ...] = ("/usr/share/sweethome3d/furniture",)
+    catalogs: Tuple[str, ...] = (DEFAULT_CATALOG_DIR,)
     image_size: int = 1024
     seed: int = 0
     min_views: int = 3
@@ -105,11 +105,6 @@ class _ObjectPatent:
     model: CatalogModel
     plan: PlannedPatent
     faces: int = 0
-    paths: List[str] = field(default_factory=list)
-
-
-def _rng(seed: int, *key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, *key]))
 
 
 def _split(models: Sequence[CatalogModel], spec: ObjectPatentSpec, rng: np.random.Generator) -> List[str]:
