@@ -172,11 +172,6 @@ def pretrain(args: argparse.Namespace) -> str:
     return weights
 
 
-def recipe_cfg(config: str, opts: List[str]):
-    """The frozen config a recipe runs with."""
-    return setup_cfg(default_argument_parser().parse_args(["--config-file", os.path.join(ROOT, config), *opts]))
-
-
 def ensure_prepared(cfg) -> None:
     """Prepared copies of the data set at the run's sizes and resize mode, written once (``--dataset``)."""
     sizes = {tuple(int(v) for v in cfg.INPUT.SIZE_TRAIN), tuple(int(v) for v in cfg.INPUT.SIZE_TEST)}
@@ -197,15 +192,16 @@ def run_recipe(name: str, args: argparse.Namespace, data: str, seed: int, out: s
     if recipe.pretrained:
         opts += ["MODEL.BACKBONE.PRETRAIN", "True", "MODEL.BACKBONE.PRETRAIN_PATH", pretrain(args)]
     opts = budget_opts(args, data, seed) + ["SOLVER.MAX_EPOCH", str(epochs)] + opts + ["OUTPUT_DIR", out]
+    cli = default_argument_parser().parse_args(["--config-file", os.path.join(ROOT, recipe.config), *opts])
+    cfg = setup_cfg(cli)
     if args.dataset:
-        ensure_prepared(recipe_cfg(recipe.config, opts))
+        ensure_prepared(cfg)
     start = time.perf_counter()
     if recipe.pixels:
         row: Dict[str, Any] = {"seed": seed, **test_set_metrics(
-            evaluate_features(recipe_cfg(recipe.config, opts), PixelFeatures(), "DeepPatent", out))}
+            evaluate_features(cfg, PixelFeatures(), "DeepPatent", out))}
         row["seconds"] = time.perf_counter() - start
         return row
-    cli = default_argument_parser().parse_args(["--config-file", os.path.join(ROOT, recipe.config), *opts])
     row = {"seed": seed, **test_set_metrics(train_main(cli))}
     row["seconds"] = time.perf_counter() - start
     if recipe.original:
@@ -257,13 +253,15 @@ def main(argv: List[str] = None) -> int:
         args.pretrain_patents, args.pretrain_epochs = 40, 1
     os.makedirs(args.work, exist_ok=True)
     setup_logger(args.work)
-    data = os.path.abspath(args.dataset) if args.dataset else os.path.join(args.work, f"hard-{args.patents}-{args.size}px")
+    hard = os.path.join(args.work, f"hard-{args.patents}-{args.size}px")
+    data = os.path.abspath(args.dataset) if args.dataset else hard
     if not args.dataset and not os.path.isfile(os.path.join(data, "synthetic_info.json")):
         generate(data, SyntheticSpec(num_patents=args.patents, image_size=args.size, seed=11, effects=SHEET_EFFECTS,
                                      holdout_kinds=HOLDOUT_KINDS, val_fraction=0.2, train_fraction=0.6))
     with open(os.path.join(data, "train_data", "train_patent_trn.txt"), encoding="utf-8") as f:
         iters_per_epoch = max(1, sum(1 for line in f if line.strip()) // args.batch)
     runs = os.path.join(args.work, f"runs-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(runs, exist_ok=True)  # the pixel rows train nothing, so no run creates it
     rows: Dict[str, List[Dict[str, Any]]] = {name: [] for name in args.recipes}
     for seed in args.seeds:
         for name in args.recipes:
