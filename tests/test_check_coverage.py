@@ -6,20 +6,14 @@ import pytest
 import yaml
 
 import retrieval_helpers as rh
-from tool_runs import TINY, run_tool, run_tool_here
+from tool_runs import run_tool_here, train_tiny
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A synthetic set, its config and one real training run (model_final.pth, config.yaml, result.npy)."""
     base = tmp_path_factory.mktemp("check_coverage")
-    data = rh.make_data(str(base / "data"))
-    cfg = base / "tiny.yml"
-    cfg.write_text(TINY.format(root=data))
-    out = base / "run"
-    r = run_tool("tools/train_net.py", "--config-file", str(cfg), "OUTPUT_DIR", str(out))
-    assert r.returncode == 0, r.output[-3000:]
-    return base, str(cfg), out
+    return train_tiny(base, rh.make_data(str(base / "data")))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fastreid.data.synthetic import SyntheticSpec, generate
-from tool_runs import TINY, run_tool, run_tool_here
+from tool_runs import run_tool, run_tool_here, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -19,12 +19,7 @@ def run(tmp_path_factory):
     base = tmp_path_factory.mktemp("trust")
     data = str(base / "data")
     generate(data, SyntheticSpec(num_patents=16, image_size=32, seed=1, min_views=3, max_views=4), workers=1)
-    cfg = base / "tiny.yml"
-    cfg.write_text(TINY.format(root=data))
-    out = base / "run"
-    r = run_tool("tools/train_net.py", "--config-file", str(cfg), "OUTPUT_DIR", str(out))
-    assert r.returncode == 0, r.output[-3000:]
-    return base, str(cfg), out
+    return train_tiny(base, data)
 
 
 def _umask_mode():

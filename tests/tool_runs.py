@@ -27,6 +27,20 @@ SEED: 5
 """
 
 
+def train_tiny(base, data: str):
+    """One real ``TINY`` training run on the data set ``data``, under the folder ``base`` (a pathlib.Path).
+
+    Returns:
+        ``(base, config path, output folder)``, as the module fixtures of the tool tests hand them on.
+    """
+    cfg = base / "tiny.yml"
+    cfg.write_text(TINY.format(root=data))
+    out = base / "run"
+    r = run_tool("tools/train_net.py", "--config-file", str(cfg), "OUTPUT_DIR", str(out))
+    assert r.returncode == 0, r.output[-3000:]
+    return base, str(cfg), out
+
+
 class Result:
     """A finished tool: ``returncode``, ``output`` (all it printed) and ``last`` (its last line on stderr)."""
 
