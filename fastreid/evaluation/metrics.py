@@ -48,12 +48,30 @@ def positive_ranks(scores: torch.Tensor, pos_idx: torch.Tensor) -> torch.Tensor:
     Returns:
         ``c x P`` int64 ranks; padding entries hold 0.
     """
-    c, g = scores.shape
     valid = pos_idx >= 0
+    above = items_above(scores, scores.gather(1, pos_idx.clamp(min=0)), pos_idx)
+    return torch.where(valid, 1 + above, torch.zeros_like(above))
+
+
+def items_above(scores: torch.Tensor, pos_scores: torch.Tensor, pos_idx: torch.Tensor,
+                columns: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """How many of the items in ``scores`` rank above each positive: a higher score, or an equal score and
+    a lower index (the stable order). Summed over disjoint parts of a gallery, plus one, it is the rank.
+
+    Args:
+        scores: ``c x G`` scores of some items; excluded items are ``-inf``.
+        pos_scores: ``c x P`` the positives' scores (wherever they are); ignored at padding.
+        pos_idx: ``c x P`` the positives' indices in the whole gallery, ``-1`` padding.
+        columns: the gallery index of each column of ``scores`` (default ``0..G-1``).
+    Returns:
+        ``c x P`` int64 counts, 0 at padding; a positive among the columns does not count itself.
+    """
+    c, g = scores.shape
     p = pos_idx.shape[1]
     if p == 0:
         return torch.zeros(c, 0, dtype=torch.int64, device=scores.device)
-    pos_scores = scores.gather(1, pos_idx.clamp(min=0))
+    cols = torch.arange(g, device=scores.device) if columns is None else columns.to(scores.device)
+    valid = pos_idx >= 0
     pos_scores = torch.where(valid, pos_scores, torch.full_like(pos_scores, float("inf")))
     sorted_scores, perm = torch.sort(pos_scores, dim=1)
     sorted_scores = sorted_scores.contiguous()
@@ -62,17 +80,16 @@ def positive_ranks(scores: torch.Tensor, pos_idx: torch.Tensor) -> torch.Tensor:
     ones = torch.ones(1, 1, dtype=torch.int64, device=scores.device).expand_as(n_less)
     hist = torch.zeros(c, p + 1, dtype=torch.int64, device=scores.device).scatter_add_(1, n_less, ones)
     # Items above sorted positive j are those with n_less > j: a suffix sum of the histogram.
-    above = hist.flip(1).cumsum(1).flip(1)[:, 1:]
-    ranks_sorted = 1 + above
+    above_sorted = hist.flip(1).cumsum(1).flip(1)[:, 1:]
+    above = torch.zeros_like(above_sorted).scatter_(1, perm, above_sorted)
+    # Each positive among the columns equals its own score; more equalities mean a tie to resolve by index.
     num_equal = torch.searchsorted(sorted_scores, scores, right=True).sum(1) - n_less.sum(1)
-    tied = num_equal > valid.sum(1)
-    ranks = torch.zeros_like(ranks_sorted).scatter_(1, perm, ranks_sorted)
-    positions = torch.arange(g, device=scores.device)
-    for r in torch.nonzero(tied).flatten().tolist():
+    own = (valid & torch.isin(pos_idx, cols)).sum(1)
+    for r in torch.nonzero(num_equal > own).flatten().tolist():
         # Rare exact ties: count the equal-score items of lower index, one row (P x G) at a time.
-        equal = (scores[r][None, :] == pos_scores[r][:, None]) & (positions[None, :] < pos_idx[r][:, None])
-        ranks[r] += equal.sum(1)
-    return torch.where(valid, ranks, torch.zeros_like(ranks))
+        equal = (scores[r][None, :] == pos_scores[r][:, None]) & (cols[None, :] < pos_idx[r][:, None])
+        above[r] += equal.sum(1)
+    return torch.where(valid, above, torch.zeros_like(above))
 
 
 def metrics_from_ranks(ranks: torch.Tensor, num_pos: torch.Tensor) -> Tuple[np.ndarray, ...]:

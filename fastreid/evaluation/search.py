@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -76,6 +76,21 @@ def topk_stable(scores: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tenso
         s = torch.sort(scores[r], descending=True, stable=True)
         vals[r], idx[r] = s.values[:k], s.indices[:k]
     return vals, idx
+
+
+def merge_topk(parts: Sequence[Tuple[torch.Tensor, torch.Tensor]], k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The top ``k`` of the union of several ``(scores, indices)`` lists per row, by descending score and
+    ascending index.
+
+    Exact when each part holds the top of its own disjoint set of items in that order (as
+    :func:`topk_stable` returns them, indices made global): the union then holds the overall top ``k``.
+    Missing results (index ``-1``) sort last.
+    """
+    scores = torch.cat([s.float() for s, _ in parts], dim=1)
+    idx = torch.cat([i.long() for _, i in parts], dim=1)
+    scores = torch.where(idx >= 0, scores, torch.full_like(scores, float("-inf")))
+    scores, idx = _resort(scores, idx)
+    return scores[:, :k], idx[:, :k]
 
 
 def torch_knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str = "cosine",
