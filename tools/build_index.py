@@ -28,6 +28,7 @@ from fastreid.retrieval.unfinished import discard_unfinished  # noqa: E402
 from fastreid.utils import comm  # noqa: E402
 from fastreid.utils.errors import message_of, one_line_usage_errors, run_tool  # noqa: E402
 from fastreid.utils.logger import setup_logger  # noqa: E402
+from fastreid.utils.shared_folder import check_shared_folder  # noqa: E402
 
 logger = logging.getLogger("fastreid.build_index")
 
@@ -80,6 +81,7 @@ def _listed(args: argparse.Namespace, cfg) -> Items:
 
 def main(args: argparse.Namespace) -> None:
     setup_logger(None, distributed_rank=comm.get_rank())
+    check_shared_folder(args.output, "--output", "Every process writes its shards there and rank 0 reads them all. ")
     if args.restart and comm.is_main_process():
         discard_unfinished(args.output)
     comm.synchronize()

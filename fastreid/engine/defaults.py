@@ -14,6 +14,7 @@ from fastreid.utils.env import resolve_seed
 from fastreid.utils.env import seed_all_rng as seed_all
 from fastreid.utils.file_io import atomic_open
 from fastreid.utils.logger import setup_logger
+from fastreid.utils.shared_folder import check_shared_folder
 
 
 class _OverridesParser(argparse.ArgumentParser):
@@ -89,10 +90,14 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
 
 
 def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
-    """Create OUTPUT_DIR, set up logging, write ``config.yaml`` (``config_eval.yaml`` for ``--eval-only``; rank 0),
-    seed and set cuDNN."""
+    """Refuse an OUTPUT_DIR that is not one folder for all processes (training on several machines,
+    :func:`~fastreid.utils.shared_folder.check_shared_folder`), create it, set up logging, write
+    ``config.yaml`` (``config_eval.yaml`` for ``--eval-only``; rank 0), seed and set cuDNN."""
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
+    if output_dir and not getattr(args, "eval_only", False):
+        check_shared_folder(output_dir, "OUTPUT_DIR", "Rank 0 writes the checkpoints there and every process "
+                                                      "reads last_checkpoint from it on --resume. ")
     if output_dir and comm.is_main_process():
         os.makedirs(output_dir, exist_ok=True)
     comm.synchronize()

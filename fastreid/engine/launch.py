@@ -7,6 +7,7 @@ import os
 import socket
 from datetime import timedelta
 from typing import Any, Callable, Optional, Sequence
+from urllib.parse import urlparse
 
 import torch
 import torch.distributed as dist
@@ -45,7 +46,8 @@ def launch(main_func: Callable[..., Any], num_gpus_per_machine: int, num_machine
       ``env://`` and runs ``main_func`` directly; the other arguments are ignored.
     - Otherwise, with ``num_gpus_per_machine * num_machines > 1`` it spawns ``num_gpus_per_machine``
       processes on this machine, which rendezvous at ``dist_url`` (``"auto"`` picks a free local port;
-      single machine only). NCCL is used with CUDA, gloo without.
+      single machine only); process ``i`` of machine ``machine_rank`` has rank
+      ``machine_rank * num_gpus_per_machine + i``. NCCL is used with CUDA, gloo without.
     - With a world size of 1 it just calls ``main_func``.
     """
     if _under_torchrun():
@@ -62,6 +64,9 @@ def launch(main_func: Callable[..., Any], num_gpus_per_machine: int, num_machine
     if world_size <= 1:
         main_func(*args)
         return
+    if not 0 <= machine_rank < num_machines:
+        raise ValueError(f"--machine-rank {machine_rank} is outside 0..{num_machines - 1} "
+                         f"(--num-machines {num_machines})")
     if torch.cuda.is_available() and num_gpus_per_machine > torch.cuda.device_count():
         raise ValueError(f"--num-gpus {num_gpus_per_machine} but only {torch.cuda.device_count()} CUDA devices")
     if dist_url in (None, "", "auto"):
@@ -70,6 +75,9 @@ def launch(main_func: Callable[..., Any], num_gpus_per_machine: int, num_machine
         dist_url = f"tcp://127.0.0.1:{find_free_port()}"
     if num_machines > 1 and dist_url.startswith("file://"):
         logger.warning("file:// rendezvous across machines needs a shared file system")
+    if num_machines > 1 and urlparse(dist_url).hostname in ("127.0.0.1", "localhost"):
+        logger.warning(f"--num-machines {num_machines} with --dist-url {dist_url}: only processes on this machine "
+                       f"can reach it; give machine 0's address (tcp://<host of rank 0>:<port>) on every machine")
     mp.start_processes(
         _distributed_worker,
         nprocs=num_gpus_per_machine,
@@ -104,6 +112,8 @@ def _distributed_worker(local_rank: int, main_func: Callable[..., Any], world_si
                         num_gpus_per_machine: int, machine_rank: int, dist_url: str,
                         args: Sequence[Any], timeout: timedelta) -> None:
     rank = machine_rank * num_gpus_per_machine + local_rank
+    # As torchrun sets it: the processes of this machine (sizes per-process shares such as data workers).
+    os.environ["LOCAL_WORLD_SIZE"] = str(num_gpus_per_machine)
     try:
         _init_group(dist_url, world_size, rank, local_rank, timeout)
     except Exception as e:
