@@ -331,6 +331,8 @@ _C.TEST.CHANNELS_LAST = True
 _C.TEST.FEAT_DTYPE = "float32"
 # Ranks written to result.npy and shown in visualisations.
 _C.TEST.TOPK = 10
+# Several processes: each keeps its own part of the gallery (exact merge of per-part results, docs/scaling.md); False: every feature is all-gathered.
+_C.TEST.SHARD_GALLERY = True
 # Where the unlabeled challenge set's result.npy goes (empty: OUTPUT_DIR/result.npy).
 _C.TEST.RESULT_PATH = ""
 

@@ -70,6 +70,7 @@ def items_above(scores: torch.Tensor, pos_scores: torch.Tensor, pos_idx: torch.T
     p = pos_idx.shape[1]
     if p == 0:
         return torch.zeros(c, 0, dtype=torch.int64, device=scores.device)
+    scores = scores.contiguous()
     cols = torch.arange(g, device=scores.device) if columns is None else columns.to(scores.device)
     valid = pos_idx >= 0
     pos_scores = torch.where(valid, pos_scores, torch.full_like(pos_scores, float("inf")))

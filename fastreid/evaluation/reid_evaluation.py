@@ -17,6 +17,7 @@ import torch
 
 from ..config.checks import choice_problem
 from ..utils import comm
+from . import sharded
 from .evaluator import DatasetEvaluator, resolve_amp_dtype
 from .metrics import per_query_metrics, summarize
 from .pipeline import RetrievalOptions, labeled_ranks, post_process, rank, search_depth
@@ -94,6 +95,8 @@ class ReidEvaluator(DatasetEvaluator):
 
     def reset(self) -> None:
         """Drop the features and ids collected so far."""
+        # Most gallery feature rows this process held at once in the last sharded evaluation.
+        self.gallery_rows_held = 0
         self._features: List[torch.Tensor] = []
         self._pids: List[np.ndarray] = []
         self._camids: List[np.ndarray] = []
@@ -112,14 +115,18 @@ class ReidEvaluator(DatasetEvaluator):
         self._camids.append(_to_numpy(inputs["camids"]) if "camids" in inputs else np.zeros(n, np.int64))
         self._paths.extend(inputs.get("img_paths", [""] * n))
 
-    def _gather(self) -> Tuple[torch.Tensor, np.ndarray, np.ndarray, List[str]]:
-        """Features and ids of all ranks in rank order (contiguous shards restore dataset order)."""
+    def _local(self) -> Tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """This process's features (as stored), ids and cameras, in dataset order."""
         if torch.cuda.is_available():
             torch.cuda.synchronize()  # the non-blocking copies of ``process`` have landed
-        local = (torch.cat(self._features) if self._features else torch.empty(0, 0, dtype=self._store_dtype),
-                 np.concatenate(self._pids) if self._pids else np.empty(0, np.int64),
-                 np.concatenate(self._camids) if self._camids else np.empty(0, np.int64),
-                 list(self._paths))
+        feats = torch.cat(self._features) if self._features else torch.empty(0, 0, dtype=self._store_dtype)
+        return (feats, np.concatenate(self._pids) if self._pids else np.empty(0, np.int64),
+                np.concatenate(self._camids) if self._camids else np.empty(0, np.int64))
+
+    def _gather(self) -> Tuple[torch.Tensor, np.ndarray, np.ndarray, List[str]]:
+        """Features and ids of all ranks in rank order (contiguous shards restore dataset order)."""
+        feats, pids, camids = self._local()
+        local = (feats, pids, camids, list(self._paths))
         if comm.get_world_size() == 1:
             return local
         parts = comm.all_gather(local)
@@ -127,8 +134,21 @@ class ReidEvaluator(DatasetEvaluator):
         return (feats, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]),
                 [path for p in parts for path in p[3]])
 
+    def _shards_gallery(self) -> bool:
+        """Whether this evaluation keeps each process's gallery part (``TEST.SHARD_GALLERY``): not for re-ranking or
+        ``TEST.AQE.AUTO``'s choosing, which need every feature in one process."""
+        if comm.get_world_size() == 1 or not self.cfg.TEST.SHARD_GALLERY:
+            return False
+        if self.options.rerank or (self.cfg.TEST.AQE.AUTO and self.labeled):
+            logger.info("TEST.SHARD_GALLERY: %s needs every feature in one process; gathering them",
+                        "re-ranking" if self.options.rerank else "TEST.AQE.AUTO's choosing")
+            return False
+        return True
+
     def evaluate(self) -> Dict[str, float]:
         """Metrics in percent (labeled), or ``{}`` after writing ``result.npy`` (unlabeled); ``{}`` off rank 0."""
+        if self._shards_gallery():
+            return self._evaluate_sharded()
         feats, pids, camids, paths = self._gather()
         if not comm.is_main_process():
             return {}
@@ -180,43 +200,101 @@ class ReidEvaluator(DatasetEvaluator):
     def _write_submission(self, query: torch.Tensor, gallery: torch.Tensor, paths: List[str]) -> Dict[str, float]:
         t, o = self.cfg.TEST, self.options
         scores, idx = rank(query, gallery, t.TOPK, o)
+        recall = None
         if o.index != "flat":
-            sample = torch.randperm(query.shape[0], generator=torch.Generator().manual_seed(0))[:_RECALL_SAMPLE]
+            sample = _recall_sample(query.shape[0])
             depth = search_depth(idx.shape[1], o)
             approx = rank(query[sample], gallery, depth, o.replace(rerank=False))[1]
             exact = torch_knn(query[sample], gallery, depth, o.metric)[1]
-            logger.info("%s index recall@%d against exact search on %d queries: %.4f", o.index, depth, len(sample),
-                        recall_against_exact(torch.from_numpy(approx), exact))
+            recall = (depth, len(sample), recall_against_exact(torch.from_numpy(approx), exact))
+        nq = query.shape[0]
+        return self._finish_submission(scores, idx, recall, paths[:nq], paths[nq:])
+
+    def _finish_submission(self, scores: np.ndarray, idx: np.ndarray, recall: Optional[Tuple[int, int, float]],
+                           q_paths: List[str], g_paths: List[str]) -> Dict[str, float]:
+        """Log an approximate search's recall, write ``result.npy`` and the visualisation (rank 0)."""
+        t = self.cfg.TEST
+        if recall is not None:
+            logger.info("%s index recall@%d against exact search on %d queries: %.4f", self.options.index, *recall)
         path = t.RESULT_PATH or os.path.join(self.output_dir, "result.npy")
         write_result(path, idx)
         logger.info("Unlabeled test set: result.npy written to %s (no metrics)", path)
         if t.VIS.ENABLED:
-            nq = query.shape[0]
-            write_retrieval_visualisation(os.path.join(self.output_dir, "vis"), paths[:nq], paths[nq:],
-                                          idx, scores, range(min(t.VIS.NUM_QUERIES, nq)))
+            write_retrieval_visualisation(os.path.join(self.output_dir, "vis"), q_paths, g_paths,
+                                          idx, scores, range(min(t.VIS.NUM_QUERIES, len(q_paths))))
         return {}
 
     def _metrics(self, query: torch.Tensor, gallery: torch.Tensor, pids: np.ndarray, camids: np.ndarray,
                  paths: List[str]) -> Dict[str, float]:
-        t = self.cfg.TEST
         nq = self.num_query
         q_pids, g_pids = pids[:nq], pids[nq:]
         filt = len(np.unique(camids)) > 1
         q_cam, g_cam = (camids[:nq], camids[nq:]) if filt else (None, None)
-        k = min(t.TOPK, gallery.shape[0])
+        k = min(self.cfg.TEST.TOPK, gallery.shape[0])
         res = labeled_ranks(query, gallery, q_pids, g_pids, self.options, q_cam, g_cam, topk=k)
-        ranks, top_idx, top_scores = res["ranks"], res["topk_idx"], res["topk_scores"]
-        per_query = per_query_metrics(ranks, res["num_pos"])
+        return self._summarise(res, q_pids, g_pids, paths[:nq], paths[nq:], k)
+
+    def _summarise(self, res: Dict[str, np.ndarray], q_pids: np.ndarray, g_pids: np.ndarray, q_paths: List[str],
+                   g_paths: List[str], k: int) -> Dict[str, float]:
+        """The reported metrics of positive ranks (``res`` as ``labeled_ranks`` gives it), and the visualisation."""
+        t = self.cfg.TEST
+        per_query = per_query_metrics(res["ranks"], res["num_pos"])
         summary = summarize(per_query)
         skipped = summary.pop("num_queries_without_positive")
         summary.pop("num_valid_queries")
         if skipped:
-            logger.warning("%d of %d queries have no positive in the gallery and are excluded", skipped, nq)
+            logger.warning("%d of %d queries have no positive in the gallery and are excluded", skipped, len(q_pids))
         results = OrderedDict((name, summary[name]) for name in ("mAP", "mAP@10", "Rank-1", "Rank-5", "Rank-10",
                                                                  "mINP"))
         results["metric"] = (results["mAP"] + results["Rank-1"]) / 2
         if t.VIS.ENABLED:
             chosen = worst_queries(per_query.ap, t.VIS.NUM_QUERIES)
-            write_retrieval_visualisation(os.path.join(self.output_dir, "vis"), paths[:nq], paths[nq:],
-                                          top_idx[:, :k], top_scores[:, :k], chosen, q_pids, g_pids, per_query.ap)
+            write_retrieval_visualisation(os.path.join(self.output_dir, "vis"), q_paths, g_paths,
+                                          res["topk_idx"][:, :k], res["topk_scores"][:, :k], chosen, q_pids, g_pids,
+                                          per_query.ap)
         return results
+
+    def _evaluate_sharded(self) -> Dict[str, float]:
+        """:meth:`evaluate` with every process keeping its own gallery part (see :mod:`.sharded`)."""
+        t, nq = self.cfg.TEST, self.num_query
+        feats, pids, camids = self._local()
+        num_local_q, counts = sharded.split_rows(feats.shape[0], nq)
+        if not 0 < nq < sum(counts):
+            raise ValueError(f"ReidEvaluator: num_query={nq} but {sum(counts)} features were extracted")
+        dim = max(comm.all_gather(int(feats.shape[1])))
+        query = torch.cat([q for q in comm.all_gather(feats[:num_local_q].float()) if q.numel()])
+        local = feats[num_local_q:].float().reshape(-1, dim)
+        shards = sharded.GalleryShards.of(local.shape[0], dim)
+        q_pids, g_pids = sharded.gather_rows(pids[:num_local_q]), sharded.gather_rows(pids[num_local_q:])
+        q_cam, g_cam = sharded.gather_rows(camids[:num_local_q]), sharded.gather_rows(camids[num_local_q:])
+        paths: Tuple[List[str], List[str]] = ([], [])
+        if t.VIS.ENABLED:  # the visualisation names drawings of every part
+            parts = comm.all_gather((self._paths[:num_local_q], self._paths[num_local_q:]))
+            paths = ([p for q, _ in parts for p in q], [p for _, g in parts for p in g])
+        query, local = sharded.post_process(query, local, shards, self.options)
+        if not self.labeled:
+            top = sharded.merged_top(query, local, shards, t.TOPK, self.options)
+            recall = None
+            if self.options.index != "flat":
+                sample = _recall_sample(nq)
+                approx = sharded.merged_top(query[sample], local, shards, t.TOPK, self.options)
+                exact = sharded.merged_top(query[sample], local, shards, t.TOPK,
+                                           self.options.replace(index="flat", backend="torch"))
+                if exact is not None:
+                    recall = (exact[1].shape[1], len(sample),
+                              recall_against_exact(torch.from_numpy(approx[1]), torch.from_numpy(exact[1])))
+            self.gallery_rows_held = shards.peak_rows
+            return {} if top is None else self._finish_submission(*top, recall, *paths)
+        filt = len(np.unique(np.concatenate([q_cam, g_cam]))) > 1
+        k = min(t.TOPK, shards.total)
+        res = sharded.positive_ranks(query, local, shards, q_pids, g_pids, q_cam if filt else None,
+                                     g_cam if filt else None, self.options.metric, topk=k if t.VIS.ENABLED else 0)
+        self.gallery_rows_held = shards.peak_rows
+        if not comm.is_main_process():
+            return {}
+        return self._summarise(res, q_pids, g_pids, *paths, k)
+
+
+def _recall_sample(num_query: int) -> torch.Tensor:
+    """The seeded queries on which an approximate index's recall against exact search is measured."""
+    return torch.randperm(num_query, generator=torch.Generator().manual_seed(0))[:_RECALL_SAMPLE]

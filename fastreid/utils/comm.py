@@ -1,7 +1,7 @@
 """Small helpers over torch.distributed that also work without it (world size 1)."""
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, Callable, List
 
 import numpy as np
 import torch
@@ -54,6 +54,31 @@ def gather(data: Any, dst: int = 0) -> List[Any]:
     out: List[Any] = [None] * get_world_size() if get_rank() == dst else []
     dist.gather_object(data, out if get_rank() == dst else None, dst=dst)
     return out
+
+
+def _on_backend(tensor: torch.Tensor, op: Callable[[torch.Tensor], Any]) -> torch.Tensor:
+    """Run the collective ``op`` on ``tensor`` where the backend can (NCCL: CUDA), writing the result back in place."""
+    if dist.get_backend() == "nccl" and not tensor.is_cuda:
+        moved = tensor.cuda()
+        op(moved)
+        tensor.copy_(moved.cpu())
+    else:
+        op(tensor)
+    return tensor
+
+
+def broadcast(tensor: torch.Tensor, src: int) -> torch.Tensor:
+    """Overwrite ``tensor`` on every rank with rank ``src``'s (in place; a no-op in a single process)."""
+    if get_world_size() > 1:
+        _on_backend(tensor, lambda t: dist.broadcast(t, src))
+    return tensor
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all ranks, in place (a no-op in a single process)."""
+    if get_world_size() > 1:
+        _on_backend(tensor, lambda t: dist.all_reduce(t, op=dist.ReduceOp.SUM))
+    return tensor
 
 
 def get_local_size() -> int:
