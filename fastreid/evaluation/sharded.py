@@ -33,7 +33,8 @@ from ..utils.compute_dist import pairwise_scores
 from .metrics import _group_positions, items_above
 from .pipeline import RetrievalOptions, rank
 from .query_expansion import mean_of_weighted
-from .search import DEFAULT_CHUNK_BYTES, merge_topk, normalize, rows_per_chunk, topk_stable, torch_knn
+from .search import (DEFAULT_CHUNK_BYTES, default_device, merge_topk, normalize, rows_per_chunk, topk_stable,
+                     torch_knn)
 
 # Bytes of gathered neighbour features (rows x k x dim float32) formed at a time; more rows take more
 # rounds of visiting parts.
@@ -192,7 +193,8 @@ def positive_ranks(query: torch.Tensor, local: torch.Tensor, shards: GalleryShar
     pmax = int(num_same.max()) if len(num_same) else 0
     nq, ng = len(q_pids), len(g_pids)
     lo, hi = shards.offset, shards.offset + shards.local
-    columns = torch.arange(lo, hi)
+    dev = torch.device(default_device())  # scores on the GPU when there is one; exchanges on the CPU
+    columns, gallery = torch.arange(lo, hi, device=dev), local.to(dev, torch.float32)
     step = rows_per_chunk(max(max(shards.sizes), 1), 24, chunk_bytes)  # the same chunks on every rank
     ranks = np.zeros((nq, pmax), np.int64)
     num_pos = np.zeros(nq, np.int64)
@@ -201,26 +203,27 @@ def positive_ranks(query: torch.Tensor, local: torch.Tensor, shards: GalleryShar
     offs = np.arange(pmax)
     for s in range(0, nq, step):
         e = min(nq, s + step)
-        scores = pairwise_scores(query[s:e], local.float(), metric)
+        scores = pairwise_scores(query[s:e].to(dev), gallery, metric)
         slot = starts[s:e, None] + offs[None, :]
         pos = np.where(offs[None, :] < num_same[s:e, None], order[np.minimum(slot, max(ng - 1, 0))], -1)
         if filt:
             junk = (pos >= 0) & (np.asarray(g_cam)[np.maximum(pos, 0)] == np.asarray(q_cam)[s:e, None])
             here = junk & (pos >= lo) & (pos < hi)
-            scores[torch.from_numpy(np.nonzero(here)[0]), torch.from_numpy(pos[here] - lo)] = float("-inf")
+            junk_rows, junk_cols = torch.from_numpy(np.nonzero(here)[0]), torch.from_numpy(pos[here] - lo)
+            scores[junk_rows.to(dev), junk_cols.to(dev)] = float("-inf")
             pos = np.where(junk, -1, pos)
         mine = (pos >= lo) & (pos < hi)
         rows, cols = np.nonzero(mine)
         pos_scores = torch.zeros(e - s, pmax)
-        pos_scores[torch.from_numpy(rows), torch.from_numpy(cols)] = scores[torch.from_numpy(rows),
-                                                                            torch.from_numpy(pos[mine] - lo)]
+        pos_scores[torch.from_numpy(rows), torch.from_numpy(cols)] = scores[
+            torch.from_numpy(rows).to(dev), torch.from_numpy(pos[mine] - lo).to(dev)].cpu()
         pos_t = torch.from_numpy(pos)
         num_pos[s:e] = (pos >= 0).sum(1)
-        above = items_above(scores, comm.all_reduce_sum(pos_scores), pos_t, columns)
+        above = items_above(scores, comm.all_reduce_sum(pos_scores).to(dev), pos_t.to(dev), columns).cpu()
         ranks[s:e] = torch.where(pos_t >= 0, 1 + comm.all_reduce_sum(above), torch.zeros_like(above)).numpy()
         if k:
             vals, idx = topk_stable(scores, k)
-            merged = merge_topk([(v, i + o) for v, i, o in comm.all_gather((vals, idx, lo))], k)
+            merged = merge_topk([(v, i + o) for v, i, o in comm.all_gather((vals.cpu(), idx.cpu(), lo))], k)
             top_s[s:e], top_i[s:e] = merged[0].numpy(), merged[1].numpy()
     result = {"ranks": ranks, "num_pos": num_pos}
     if k:
