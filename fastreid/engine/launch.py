@@ -45,9 +45,9 @@ def launch(main_func: Callable[..., Any], num_gpus_per_machine: int, num_machine
     - Under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set) this process joins the job with
       ``env://`` and runs ``main_func`` directly; the other arguments are ignored.
     - Otherwise, with ``num_gpus_per_machine * num_machines > 1`` it spawns ``num_gpus_per_machine``
-      processes on this machine, which rendezvous at ``dist_url`` (``"auto"`` picks a free local port;
-      single machine only); process ``i`` of machine ``machine_rank`` has rank
-      ``machine_rank * num_gpus_per_machine + i``. NCCL is used with CUDA, gloo without.
+      processes on this machine (with one, this process is that process), which rendezvous at ``dist_url``
+      (``"auto"`` picks a free local port; single machine only); process ``i`` of machine ``machine_rank``
+      has rank ``machine_rank * num_gpus_per_machine + i``. NCCL is used with CUDA, gloo without.
     - With a world size of 1 it just calls ``main_func``.
     """
     if _under_torchrun():
@@ -78,6 +78,10 @@ def launch(main_func: Callable[..., Any], num_gpus_per_machine: int, num_machine
     if num_machines > 1 and urlparse(dist_url).hostname in ("127.0.0.1", "localhost"):
         logger.warning(f"--num-machines {num_machines} with --dist-url {dist_url}: only processes on this machine "
                        f"can reach it; give machine 0's address (tcp://<host of rank 0>:<port>) on every machine")
+    if num_gpus_per_machine == 1:
+        # One process on this machine (one per machine): it joins the job itself rather than start a child.
+        _distributed_worker(0, main_func, world_size, 1, machine_rank, dist_url, tuple(args), timeout)
+        return
     mp.start_processes(
         _distributed_worker,
         nprocs=num_gpus_per_machine,
