@@ -28,6 +28,7 @@ import torch
 from fastreid.data.synthetic import SyntheticSpec, generate
 from fastreid.engine.launch import find_free_port
 from fastreid.retrieval import Index
+from fastreid.utils.shared_folder import _message
 
 from tool_runs import ROOT, TINY, run_tool
 
@@ -197,3 +198,14 @@ def test_index_folder_on_node_local_disks_is_refused_before_extracting(single):
     _refused(runs, "--output", cwds, "index")
     for c in cwds:
         assert os.listdir(os.path.join(c, "index")) == []
+
+
+def test_refusal_line_groups_the_processes_by_what_they_see():
+    """Four processes on two machines with local disks, one of which cannot write: each group named once."""
+    views = [(0, "a", "/x", [0, 1], ""), (1, "a", "/x", [0, 1], ""), (2, "b", "/x", [2], ""),
+             (3, "b", "/x", [], "cannot write there (Permission denied)")]
+    line = _message("out", "OUTPUT_DIR", "Why. ", views, 4)
+    assert line == ("OUTPUT_DIR out is not one folder shared by all 4 processes: rank 0-1 (a:/x) does not see the "
+                    "files of rank 2-3; rank 2 (b:/x) does not see the files of rank 0-1, 3; rank 3 (b:/x) cannot "
+                    "write there (Permission denied). Why. Put it on a file system every machine mounts at the same "
+                    "path (NFS, Lustre, ...) and run again")
