@@ -15,6 +15,7 @@ two-node run equals two processes on one machine, not one process (docs/training
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ import torch
 from fastreid.data.synthetic import SyntheticSpec, generate
 from fastreid.engine.launch import find_free_port
 from fastreid.retrieval import Index
-from fastreid.utils.shared_folder import _message
+from fastreid.utils.dist_checks import _message
 
 from tool_runs import ROOT, TINY, run_tool
 
@@ -111,7 +112,7 @@ def single(tmp_path_factory):
                   "--shard-size", "2"]
     r = run_tool("tools/build_index.py", *index_args, "--output", str(base / "index_single"))
     assert r.returncode == 0, r.output[-3000:]
-    return {"base": base, "cfg": str(cfg), "train": train, "index": str(base / "index_single"),
+    return {"base": base, "data": data, "cfg": str(cfg), "train": train, "index": str(base / "index_single"),
             "index_args": index_args}
 
 
@@ -209,3 +210,25 @@ def test_refusal_line_groups_the_processes_by_what_they_see():
                     "files of rank 2-3; rank 2 (b:/x) does not see the files of rank 0-1, 3; rank 3 (b:/x) cannot "
                     "write there (Permission denied). Why. Put it on a file system every machine mounts at the same "
                     "path (NFS, Lustre, ...) and run again")
+
+
+def test_machines_reading_different_training_sets_are_refused(single):
+    """Machine b has another copy of the data set (one training line fewer): refused before the first
+    iteration, the line names both image counts, rather than training on a mix or stopping mid-epoch."""
+    cwds = _local_disks(single["base"] / "data_local")
+    os.symlink(single["data"], os.path.join(cwds[0], "data"))
+    shutil.copytree(single["data"], os.path.join(cwds[1], "data"))
+    trn = os.path.join(cwds[1], "data", "train_data", "train_patent_trn.txt")
+    lines = open(trn, encoding="utf-8").read().splitlines()
+    with open(trn, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines[:-1]) + "\n")
+    out = single["base"] / "train_two_sets"
+    runs = two_nodes("flags", "train_net.py", ["--config-file", single["cfg"], "OUTPUT_DIR", str(out), *OPTS,
+                                               "DATASETS.ROOT", "data"], single["base"], cwds)
+    for node, (code, text) in enumerate(runs):
+        assert code != 0, text[-3000:]
+        line = next((x for x in text.splitlines() if x.startswith("Error: ")), "")
+        assert line.startswith("Error: The training set (DeepPatent under DATASETS.ROOT) differs between the "
+                               "processes"), text[-3000:]
+        assert f"has {len(lines)} images" in line and f"has {len(lines) - 1} images" in line
+    assert not os.path.exists(out / "model_final.pth")

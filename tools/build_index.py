@@ -20,6 +20,7 @@ from fastreid.data import ImageReadError, load_dataset  # noqa: E402
 from fastreid.engine import default_argument_parser, launch, setup_cfg  # noqa: E402
 from fastreid.evaluation.qe_tuning import QEChoice, recorded_choice  # noqa: E402
 from fastreid.evaluation.reid_evaluation import FEAT_DTYPES  # noqa: E402
+from fastreid.evaluation.search import auto_structure  # noqa: E402
 from fastreid.retrieval import (INDEX_TYPES, BuildOptions, Index, build_extractor,  # noqa: E402
                                 collect_images, dataset_items)
 from fastreid.retrieval.file_check import readable_items  # noqa: E402
@@ -28,7 +29,7 @@ from fastreid.retrieval.unfinished import discard_unfinished  # noqa: E402
 from fastreid.utils import comm  # noqa: E402
 from fastreid.utils.errors import message_of, one_line_usage_errors, run_tool  # noqa: E402
 from fastreid.utils.logger import setup_logger  # noqa: E402
-from fastreid.utils.shared_folder import check_shared_folder  # noqa: E402
+from fastreid.utils.dist_checks import check_same_input, check_shared_folder  # noqa: E402
 
 logger = logging.getLogger("fastreid.build_index")
 
@@ -47,9 +48,11 @@ def parser() -> argparse.ArgumentParser:
                    help="skip (and name) listed drawings that are missing or unreadable instead of stopping")
     p.add_argument("--restart", action="store_true",
                    help="discard the unfinished build in --output (its finished shards) and start again")
-    p.add_argument("--index-type", type=str.lower, default=None, choices=INDEX_TYPES,
-                   help="faiss structure (default TEST.SEARCH.INDEX: flat, exact)")
-    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default TEST.SEARCH.NLIST)")
+    p.add_argument("--index-type", type=str.lower, default=None, choices=INDEX_TYPES + ("auto",),
+                   help="faiss structure (default TEST.SEARCH.INDEX: flat, exact); auto: chosen by collection size "
+                        "(docs/search.md)")
+    p.add_argument("--nlist", type=int, default=None,
+                   help="IVF lists (default TEST.SEARCH.NLIST; with --index-type auto, by size)")
     p.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (default TEST.SEARCH.NPROBE)")
     p.add_argument("--pq-m", type=int, default=None, help="IVF-PQ sub-quantisers (default TEST.SEARCH.PQ_M: dim/8)")
     p.add_argument("--train-size", type=int, default=0, help="IVF training sample (default max(100000, 39*nlist))")
@@ -62,10 +65,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def items_of(args: argparse.Namespace, cfg) -> Items:
-    """The drawings to index, every one checked before the first shard (all problems at once)."""
-    return readable_items(_listed(args, cfg), args.skip_unreadable,
-                          hint="Fix or remove these lines and run the same command again, or pass --skip-unreadable "
-                               "to index the others.")
+    """The drawings to index, every one checked before the first shard (all problems at once), the same on
+    every process (their paths are recorded in the index)."""
+    items = readable_items(_listed(args, cfg), args.skip_unreadable,
+                           hint="Fix or remove these lines and run the same command again, or pass --skip-unreadable "
+                                "to index the others.")
+    check_same_input("The drawings to index (--images / --dataset)",
+                     (f"{p}\t{patent}" for p, patent in zip(items.paths, items.patents)), len(items), "drawings",
+                     "Every machine must list the same drawings at the same paths (a shared file system).")
+    return items
 
 
 def _listed(args: argparse.Namespace, cfg) -> Items:
@@ -98,12 +106,21 @@ def main(args: argparse.Namespace) -> None:
     if args.dtype:
         overrides["dtype"] = args.dtype
     options = BuildOptions.from_config(cfg, QEChoice.none() if args.qe else recorded_choice(cfg), **overrides)
+    items = items_of(args, cfg)
     changes = {"index": args.index_type, "nlist": args.nlist, "nprobe": args.nprobe, "pq_m": args.pq_m,
                "dba": args.dba or None}
+    if args.index_type == "auto":
+        changes["index"] = None
+    if args.index_type == "auto" and len(items):
+        dim = int(extractor([items.paths[0]]).shape[1])  # the model's feature size, from its first drawing
+        changes["index"], nlist = auto_structure(len(items), dim)
+        changes["nlist"] = args.nlist or nlist
+        logger.info("--index-type auto: %s (nlist %d) for %d drawings of %d-d features", changes["index"],
+                    changes["nlist"], len(items), dim)
     if args.qe:
         changes.update(qe_k=int(args.qe[0]), qe_alpha=args.qe[1])
     options.retrieval = options.retrieval.replace(**{k: v for k, v in changes.items() if v is not None})
-    index = Index.build(args.output, items_of(args, cfg), extractor, options, args.skip_duplicates)
+    index = Index.build(args.output, items, extractor, options, args.skip_duplicates)
     if index is not None:
         logger.info("Index ready: %s (%d drawings)", args.output, len(index))
 

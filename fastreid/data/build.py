@@ -4,7 +4,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
@@ -12,6 +12,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 from fastreid.config import CfgNode, ConfigError
 from fastreid.config.checks import choice_problem
 from fastreid.utils import comm
+from fastreid.utils.dist_checks import check_same_input
 from fastreid.utils.registry import DATASET_REGISTRY
 
 from .common import CommDataset, SeededDataset
@@ -24,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 # DATALOADER.SAMPLER_TRAIN values.
 TRAIN_SAMPLERS = ("TrainingSampler", "NaiveIdentitySampler", "BalancedIdentitySampler")
+# Several machines: what to do when their processes read different copies of a data set.
+SAME_DATA_HINT = ("Every machine must read the same data set: DATASETS.ROOT on a shared file system, or "
+                  "identical copies.")
 # fast-reid's module-level datasets root, read once at import ($FASTREID_DATASETS, else "datasets"); code
 # written for fast-reid builds datasets as DATASET_REGISTRY.get(name)(root=_root). Ours read DATASETS.ROOT.
 _root = os.getenv("FASTREID_DATASETS", "datasets")
@@ -148,6 +152,8 @@ def build_reid_train_loader(cfg: CfgNode, start_iter: int = 0, *, train_set: Opt
             # Integer ids of user datasets get the dataset prefix too, so that datasets never collide.
             items += [(p, pid if isinstance(pid, str) else f"{name}_{pid}", cam) for p, pid, cam in ds.train]
             origins.update(getattr(ds, "origins", {}))
+        check_same_input(f"The training set ({', '.join(cfg.DATASETS.NAMES)} under DATASETS.ROOT)",
+                         _item_lines(items), len(items), "images", SAME_DATA_HINT)
         dataset: Dataset = CommDataset(items, transforms or build_transforms(cfg, is_train=True), relabel=True,
                                        grayscale=bool(cfg.INPUT.GRAYSCALE), origins=origins)
     else:
@@ -167,6 +173,11 @@ def build_reid_train_loader(cfg: CfgNode, start_iter: int = 0, *, train_set: Opt
                 start_iter)
     batch_sampler = BatchSampler(ours, ours.local_batch_size, drop_last=True)
     return DataLoader(dataset, batch_sampler=batch_sampler, **_loader_kwargs(cfg))
+
+
+def _item_lines(items: Sequence[Sequence[Any]]) -> Iterator[str]:
+    """What must agree between machines, one line per item: file name, id, camera (roots may differ)."""
+    return ("\t".join([os.path.basename(str(it[0]))] + [str(x) for x in it[1:]]) for it in items)
 
 
 def _item_labels(dataset: Dataset, cfg: CfgNode) -> Tuple[List[object], Optional[List[object]]]:
@@ -201,7 +212,10 @@ def build_reid_test_loader(cfg: CfgNode, dataset_name: Optional[str] = None, *, 
         # An empty gallery is a project's choice (its evaluator searches the queries among themselves, as
         # fast-reid's image-retrieval project does); the preflight of our tools still requires one.
         check_nonempty(ds, dataset_name, "query")
-        test_set = CommDataset(list(ds.query) + list(ds.gallery), transforms or build_transforms(cfg, is_train=False),
+        listed = list(ds.query) + list(ds.gallery)
+        check_same_input(f"The test set {dataset_name} (under DATASETS.ROOT)",
+                         _item_lines(listed), len(listed), "images", SAME_DATA_HINT)
+        test_set = CommDataset(listed, transforms or build_transforms(cfg, is_train=False),
                                relabel=False, grayscale=bool(cfg.INPUT.GRAYSCALE), origins=getattr(ds, "origins", {}),
                                labeled=bool(getattr(ds, "labeled", True)))
         num_query = len(ds.query)

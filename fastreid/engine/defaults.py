@@ -14,7 +14,7 @@ from fastreid.utils.env import resolve_seed
 from fastreid.utils.env import seed_all_rng as seed_all
 from fastreid.utils.file_io import atomic_open
 from fastreid.utils.logger import setup_logger
-from fastreid.utils.shared_folder import check_shared_folder
+from fastreid.utils.dist_checks import check_shared_folder
 
 
 class _OverridesParser(argparse.ArgumentParser):
@@ -91,7 +91,7 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
 
 def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
     """Refuse an OUTPUT_DIR that is not one folder for all processes (training on several machines,
-    :func:`~fastreid.utils.shared_folder.check_shared_folder`), create it, set up logging, write
+    :func:`~fastreid.utils.dist_checks.check_shared_folder`), create it, set up logging, write
     ``config.yaml`` (``config_eval.yaml`` for ``--eval-only``; rank 0), seed and set cuDNN."""
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()

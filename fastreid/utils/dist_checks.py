@@ -1,22 +1,26 @@
-"""Refuse a several-machine run whose output folder is not one folder shared by every process.
+"""Refuse a several-machine run whose processes do not share their output folder or do not read the same input.
 
 Training's OUTPUT_DIR (rank 0 writes the checkpoints, every rank reads ``last_checkpoint`` on ``--resume``)
 and an index folder (every rank writes its shards, rank 0 reads them all) must be the same folder on every
 machine. On node-local disks each machine has its own folder of that name: a build fails late, after the
-extraction, and a resume starts some ranks from a checkpoint and the others from scratch. The check costs a
-small file per process and three collectives, and fails on every process with the same message.
+extraction, and a resume starts some ranks from a checkpoint and the others from scratch.
+
+Each process reads its part of the training set, test set or drawing list from its own disk: a machine with
+another copy (another version of a list) would train on a mix, or stop in the middle of an epoch while the
+others wait for it. Both checks fail on every process with the same one-line message.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import time
 import uuid
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 from fastreid.utils import comm
 
-__all__ = ["SharedFolderError", "check_shared_folder"]
+__all__ = ["SharedFolderError", "InputMismatchError", "check_shared_folder", "check_same_input"]
 
 MARKER_PREFIX = ".shared-check-"
 # A network file system may cache a directory listing for a moment: a missing marker is looked for again.
@@ -28,6 +32,10 @@ _View = Tuple[int, str, str, List[int], str]
 
 class SharedFolderError(OSError):
     """A folder that every process must share is not the same folder on every machine."""
+
+
+class InputMismatchError(ValueError):
+    """The processes of one job read different input (another copy of a data set or list)."""
 
 
 def _marker(folder: str, token: str, rank: int) -> str:
@@ -113,3 +121,30 @@ def check_shared_folder(folder: str, what: str, why: str = "") -> None:
         os.remove(marker)
     if any(v[4] or len(v[3]) != world for v in views):
         raise SharedFolderError(_message(folder, what, why, views, world))
+
+
+def check_same_input(what: str, lines: Iterable[str], count: int, unit: str, hint: str) -> None:
+    """Raise :class:`InputMismatchError` on every process unless all of them hold the same ``lines``.
+
+    Only a digest of the lines and ``count`` travel; call it on every process, a no-op in a single one.
+
+    Args:
+        what: the input as the user knows it, e.g. ``"The training set (DATASETS.NAMES ...)"``.
+        lines: one line per item (path, id, ...), in the order the processes split them.
+        count: the number of items, shown in the message with ``unit`` (e.g. ``"images"``).
+        hint: what to do, ending in a full stop.
+    """
+    if comm.get_world_size() == 1:
+        return
+    digest = hashlib.sha256()
+    for line in lines:
+        digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    views = comm.all_gather((comm.get_rank(), socket.gethostname(), count, digest.hexdigest()[:12]))
+    if len({v[3] for v in views}) == 1:
+        return
+    groups: Dict[Tuple[int, str], List[Tuple[int, str]]] = {}
+    for rank, host, n, fingerprint in views:
+        groups.setdefault((n, fingerprint), []).append((rank, host))
+    told = "; ".join(f"rank {_span([r for r, _ in members])} ({', '.join(sorted({h for _, h in members}))}) "
+                     f"has {n} {unit} (fingerprint {fingerprint})" for (n, fingerprint), members in groups.items())
+    raise InputMismatchError(f"{what} differs between the processes: {told}. {hint}")
