@@ -1,19 +1,21 @@
-"""Search index speed and memory: faiss Flat / IVF / IVF-PQ against a plain brute force, same run.
+"""Search index speed and memory: index folders of Flat / IVF / IVF-PQ at scale, then the model in the loop.
 
-Two tables:
+Tables:
 
-1. ``--size`` x ``--dim`` synthetic features (default 1,000,000 x 512; clustered like drawings of the
-   same patent, L2-normalised): build time and memory of each structure of the search index
-   (:class:`fastreid.evaluation.search.FaissIndex`, the one factory of faiss structures), its serialised
-   size (the brute forces hold the plain float32 matrix), query latency
-   p50/p99 for 1 query and for a batch of 100, recall@10 against exact search; the baselines are a
-   plain numpy matrix product + ``argpartition`` and a plain torch matrix product + ``topk``.
-2. The demo-size model (ResNet18-IBN-a at 96 px; ``--weights`` or random weights) on real synthetic
+1. (default) Index folders of ``--size`` x ``--dim`` synthetic clustered features (:mod:`index_scale`,
+   ``--dtype float16`` shards written with the index's store functions): for each structure, the real
+   build code (``finalize_build``: sampled training, shard-by-shard adding), then ``Index.open`` (memory-mapped)
+   and ``Index.search_features``: build time and peak RAM, file size, open time and the serving process's
+   peak RAM, p50/p99 latency of 1 query and of 100, recall@10 against exact search. Each build and each
+   serving run is a fresh process (``--no-isolate``: in this one, without peak RAM).
+2. ``--in-memory``: the structures in RAM (:class:`fastreid.evaluation.search.FaissIndex`) next to a plain numpy
+   and torch brute force over the same ``--size`` features (noisy groups of ~4, the earlier benchmark).
+3. The demo-size model (ResNet18-IBN-a at 96 px; ``--weights`` or random weights) on real synthetic
    drawings through ``Index.build`` / ``Index.search`` with file paths: extraction rate, and
    end-to-end query latency (read + preprocess + embed + search).
 
-    python benchmarks/search_latency.py                 # full size (a few minutes, ~8 GB RAM)
-    python benchmarks/search_latency.py --small         # seconds
+    python benchmarks/search_latency.py --size 2700000 --skip-model   # DeepPatent2 size (about an hour, ~7 GB RAM)
+    python benchmarks/search_latency.py --small                       # seconds
 """
 from __future__ import annotations
 
@@ -30,8 +32,10 @@ import torch
 from tabulate import tabulate
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fastreid.evaluation.search import FaissIndex, faiss, recall_against_exact  # noqa: E402
+import index_scale  # noqa: E402
+from fastreid.evaluation.search import FaissIndex, auto_nlist, faiss, recall_against_exact  # noqa: E402
 from fastreid.retrieval import BuildOptions, Index, TorchExtractor, collect_images  # noqa: E402
 
 GB = 2 ** 30
@@ -177,8 +181,16 @@ def main() -> None:
     p.add_argument("--size", type=int, default=1_000_000, help="synthetic indexed features")
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--queries", type=int, default=2000)
-    p.add_argument("--nlist", type=int, default=1024)
-    p.add_argument("--nprobe", type=int, nargs="+", default=[32, 128], help="IVF lists visited (one row each)")
+    p.add_argument("--nlist", type=int, default=0, help="IVF lists (default: by size, as --index-type auto)")
+    p.add_argument("--nprobe", type=int, nargs="+", default=None,
+                   help="IVF lists visited, one row each (default 8 16 32 64; --in-memory 32 128)")
+    p.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored features")
+    p.add_argument("--shard-size", type=int, default=10000, help="features per shard (divides 100,000)")
+    p.add_argument("--workdir", default=tempfile.gettempdir(), help="where the index folders are written")
+    p.add_argument("--no-isolate", dest="isolate", action="store_false",
+                   help="build and serve in this process (no peak RAM column)")
+    p.add_argument("--in-memory", action="store_true",
+                   help="the structures in RAM next to numpy/torch brute force instead of index folders")
     p.add_argument("--repeats-single", type=int, default=30, help="timed single queries")
     p.add_argument("--repeats-batch", type=int, default=3, help="timed batches of 100 queries")
     p.add_argument("--patents", type=int, default=100, help="synthetic patents for the model table")
@@ -190,14 +202,21 @@ def main() -> None:
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides of the model table")
     args = p.parse_args()
     if args.small:
-        args.size, args.queries, args.nlist, args.repeats_single, args.repeats_batch = 20_000, 300, 64, 10, 2
+        args.size, args.queries, args.repeats_single, args.repeats_batch = 20_000, 300, 10, 2
         args.patents, args.image_size = 12, 32
+    args.nlist = args.nlist or auto_nlist(args.size)
+    args.nprobe = args.nprobe or ([32, 128] if args.in_memory else [8, 16, 32, 64])
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
           f"{torch.get_num_threads()}, faiss {faiss.__version__}, torch {torch.__version__}")
     heads = ["method", "build s", "index GiB", "1 query p50 ms", "1 query p99 ms", "100 queries p50 ms",
              "100 queries p99 ms", "recall@10"]
-    if not args.skip_features:
+    if not args.skip_features and args.in_memory:
         print(tabulate(feature_table(args), headers=heads, tablefmt="pipe", floatfmt=".3g"))
+    elif not args.skip_features:
+        heads = ["index folder", "build s", "build peak GiB", "faiss file GiB", "open s", "serving peak GiB",
+                 *heads[3:]]
+        print(f"(index folders of {args.size:,} x {args.dim} {args.dtype} features in {args.workdir})")
+        print(tabulate(index_scale.index_table(args), headers=heads, tablefmt="pipe", floatfmt=".3g"))
     if not args.skip_model:
         heads = ["pipeline", "build s", "1 query p50 ms", "1 query p99 ms", "100 queries p50 ms", "100 queries p99 ms"]
         print(tabulate(model_table(args), headers=heads, tablefmt="pipe", floatfmt=".3g"))

@@ -14,7 +14,7 @@ def _load_benchmark():
     return module
 
 
-def test_search_latency_benchmark_small():
+def test_search_latency_benchmark_small(tmp_path):
     bench = _load_benchmark()
     args = argparse.Namespace(size=3000, dim=32, queries=200, nlist=16, nprobe=[4, 16], repeats_single=5,
                               repeats_batch=2, patents=6, image_size=32, weights="", opts=["INPUT.SIZE_TEST", "[32, 32]"])
@@ -28,5 +28,14 @@ def test_search_latency_benchmark_small():
         assert by_name[name][-1] == 1.0, name
     for r in rows:
         assert len(r) == 8 and all(v >= 0 for v in r[1:]) and r[3] <= r[4] and r[5] <= r[6]
+    # The index folders (shards written, built by the index's build code, opened memory-mapped), in this process.
+    args.workdir, args.dtype, args.shard_size, args.isolate = str(tmp_path), "float16", 500, False
+    folder_rows = bench.index_scale.index_table(args)
+    assert [r[0].split(":")[0] for r in folder_rows] == ["flat", "ivf", "ivf", "ivf-pq", "ivf-pq"]
+    assert folder_rows[0][-1] == 1.0 and folder_rows[2][-1] == 1.0  # exact, and IVF probing every list
+    assert folder_rows[0][3] == 0 < folder_rows[4][3] < folder_rows[2][3]  # no flat file; PQ codes < full vectors
+    for r in folder_rows:
+        assert len(r) == 11 and r[2] is None and r[5] is None and r[6] <= r[7] and r[8] <= r[9]
+    assert os.listdir(tmp_path) == []  # the work folder is removed
     model_rows = bench.model_table(args)
     assert len(model_rows) == 2 and all(r[1] > 0 and 0 < r[2] <= r[3] for r in model_rows)

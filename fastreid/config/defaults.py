@@ -351,6 +351,8 @@ _C.TEST.SEARCH.NLIST = 1024
 _C.TEST.SEARCH.NPROBE = 32
 # IVF-PQ: 8-bit sub-quantisers per vector (0: dimension / 8); must divide the dimension.
 _C.TEST.SEARCH.PQ_M = 0
+# IVF-PQ: re-score REFINE x k candidates exactly with the uncompressed features (0: answer with the compressed scores).
+_C.TEST.SEARCH.REFINE = 4
 
 _C.TEST.AQE = CN()
 # Alpha-weighted average query expansion.

@@ -22,7 +22,7 @@ from .query_expansion import aqe, aqe_queries_only, dba
 from .rerank import k_reciprocal_rerank
 from fastreid.config.checks import choice_problem
 
-from .search import BACKENDS, INDEX_TYPES, METRICS, FaissIndex, knn, normalize, resolve_backend
+from .search import BACKENDS, INDEX_TYPES, METRICS, FaissIndex, knn, normalize, recheck, resolve_backend
 
 if TYPE_CHECKING:  # pragma: no cover
     from .qe_tuning import QEChoice
@@ -43,7 +43,7 @@ class RetrievalOptions:
     """Every choice between features and a ranked list (docs/evaluation.md, "Pipeline").
 
     ``qe_k`` 0 means no query expansion (``k`` counts the item itself); ``dba`` and ``rerank`` switch
-    their steps; ``backend``/``index``/``nlist``/``nprobe``/``pq_m`` choose the search
+    their steps; ``backend``/``index``/``nlist``/``nprobe``/``pq_m``/``refine`` choose the search
     (``TEST.SEARCH.*``).
     """
 
@@ -64,6 +64,7 @@ class RetrievalOptions:
     nlist: int = 1024
     nprobe: int = 32
     pq_m: int = 0
+    refine: int = 4
 
     def __post_init__(self) -> None:
         problems = (choice_problem("TEST.METRIC", self.metric, METRICS)
@@ -75,13 +76,19 @@ class RetrievalOptions:
         if self.qe_k < 0 or self.qe_times < 1 or self.dba_k < 1:
             raise ValueError(f"query expansion needs QE_K >= 0 and QE_TIME >= 1, DBA needs K >= 1; got "
                              f"QE_K {self.qe_k}, QE_TIME {self.qe_times}, DBA.K {self.dba_k}")
-        if self.nlist < 1 or self.nprobe < 1:
-            raise ValueError(f"TEST.SEARCH.NLIST and NPROBE must be >= 1, got {self.nlist}, {self.nprobe}")
+        if self.nlist < 1 or self.nprobe < 1 or self.refine < 0:
+            raise ValueError(f"TEST.SEARCH.NLIST and NPROBE must be >= 1 and REFINE >= 0, got {self.nlist}, "
+                             f"{self.nprobe}, {self.refine}")
 
     @property
     def expands(self) -> bool:
         """Whether query expansion runs."""
         return self.qe_k > 0
+
+    @property
+    def candidates(self) -> int:
+        """Candidates per result that the faiss search returns: ``refine`` for IVF-PQ (re-scored exactly), else 1."""
+        return max(1, self.refine) if self.index == "ivf-pq" else 1
 
     @property
     def changes_gallery(self) -> bool:
@@ -119,7 +126,7 @@ class RetrievalOptions:
                       qe_times=int(t.AQE.QE_TIME), qe_mode=t.AQE.MODE, rerank=bool(t.RERANK.ENABLED),
                       rerank_k1=int(t.RERANK.K1), rerank_k2=int(t.RERANK.K2), rerank_lambda=float(t.RERANK.LAMBDA),
                       backend=t.SEARCH.BACKEND, index=t.SEARCH.INDEX, nlist=int(t.SEARCH.NLIST),
-                      nprobe=int(t.SEARCH.NPROBE), pq_m=int(t.SEARCH.PQ_M))
+                      nprobe=int(t.SEARCH.NPROBE), pq_m=int(t.SEARCH.PQ_M), refine=int(t.SEARCH.REFINE))
         if not t.AQE.AUTO:
             return options
         if choice is None:
@@ -247,16 +254,21 @@ def rank(query: torch.Tensor, gallery: torch.Tensor, k: int, options: RetrievalO
         options: search backend and structure, and re-ranking.
         structure: a faiss structure already built over ``gallery`` (a search index's); used when the
             backend resolves to faiss, otherwise the search is :func:`knn`'s.
+
+    IVF-PQ's ``options.candidates`` x ``depth`` candidates are re-scored exactly on ``gallery`` (:func:`recheck`).
     """
     k = min(k, gallery.shape[0])
     depth = min(search_depth(k, options), gallery.shape[0])
+    wide = min(depth * options.candidates, gallery.shape[0])
     if structure is not None and resolve_backend(options.backend, options.index) == "faiss":
         if structure.is_ivf:
             structure.nprobe = options.nprobe
-        scores, idx = structure.search(query, depth)
+        scores, idx = structure.search(query, wide)
     else:
-        scores, idx = knn(query, gallery, depth, options.metric, options.backend, options.index, options.nlist,
+        scores, idx = knn(query, gallery, wide, options.metric, options.backend, options.index, options.nlist,
                           options.nprobe, options.pq_m)
+    if wide > depth:
+        scores, idx = recheck(query, idx, lambda items: gallery[torch.from_numpy(items)], depth, options.metric)
     idx, scores = idx.numpy(), scores.numpy()
     if options.rerank:
         idx, scores = rerank(query, gallery, idx, options)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -135,6 +135,27 @@ INDEX_TYPES = ("flat", "ivf", "ivf-pq")
 POINTS_PER_LIST = 39
 
 
+def auto_nlist(count: int) -> int:
+    """Inverted lists for ``count`` features: the largest power of two up to ``4 sqrt(count)`` (faiss' guideline
+    is 4 to 16 sqrt(N); the low end keeps training short), at most ``count // 39``, at least 1."""
+    target = max(1, min(4 * count ** 0.5, count // POINTS_PER_LIST))
+    return 1 << int(np.floor(np.log2(target)))
+
+
+# --index-type auto (tools/build_index.py), from the measured table in docs/search.md: exact search up to
+# AUTO_EXACT_MAX features; IVF (full vectors) while its file, count x dim x 4 bytes, stays under AUTO_IVF_MAX_BYTES;
+# IVF-PQ (64 bytes per 512-d feature, candidates re-scored exactly) beyond.
+AUTO_EXACT_MAX = 100_000
+AUTO_IVF_MAX_BYTES = 2 * 2 ** 30
+
+
+def auto_structure(count: int, dim: int, ivf_max_bytes: int = AUTO_IVF_MAX_BYTES) -> Tuple[str, int]:
+    """(index type, nlist) for ``count`` features of ``dim`` (see :data:`AUTO_EXACT_MAX`, :func:`auto_nlist`)."""
+    if count <= AUTO_EXACT_MAX:
+        return "flat", auto_nlist(count)
+    return ("ivf" if count * dim * 4 <= ivf_max_bytes else "ivf-pq"), auto_nlist(count)
+
+
 def check_index_type(index_type: str) -> str:
     """Return ``index_type`` or raise naming the config key and option that select it."""
     if index_type not in INDEX_TYPES:
@@ -173,14 +194,33 @@ class FaissIndex:
     def __init__(self, database: torch.Tensor, metric: str = "cosine", index_type: str = "flat",
                  nlist: int = 1024, nprobe: int = 32, use_gpu: Optional[bool] = None, pq_m: int = 0,
                  train_size: int = 0, seed: int = 0) -> None:
+        self._create(database.shape[0], database.shape[1], metric, index_type, nlist, nprobe, use_gpu, pq_m)
+        if not self.index.is_trained:
+            rows = self.training_rows(train_size, seed)
+            self.train(database if rows is None else database[torch.from_numpy(rows)])
+        for start in range(0, self.count, 100_000):
+            self.add(database[start:start + 100_000])
+
+    @classmethod
+    def empty(cls, count: int, dim: int, metric: str = "cosine", index_type: str = "flat", nlist: int = 1024,
+              nprobe: int = 32, use_gpu: Optional[bool] = None, pq_m: int = 0) -> "FaissIndex":
+        """The untrained, empty structure that :meth:`__init__` would build over ``count`` features: train it
+        with :meth:`train` on the rows of :meth:`training_rows` and fill it with :meth:`add` part by part
+        (a search index's build, which never holds all features at once); same result."""
+        self = cls.__new__(cls)
+        self._create(count, dim, metric, index_type, nlist, nprobe, use_gpu, pq_m)
+        return self
+
+    def _create(self, count: int, dim: int, metric: str, index_type: str, nlist: int, nprobe: int,
+                use_gpu: Optional[bool], pq_m: int) -> None:
         if faiss is None:
             raise RuntimeError("faiss is not installed (pip install faiss-cpu); TEST.SEARCH.BACKEND 'torch' "
                                "searches exactly without it")
         self.metric = check_metric(metric)
-        self.size, dim = database.shape
+        self.count = count
         self.gpu = _faiss_gpu_ready() if use_gpu is None else use_gpu
-        desc = factory_string(index_type, self.size, dim, nlist, pq_m)
-        index = faiss.index_factory(dim, desc, _faiss_metric(metric))
+        self.factory = factory_string(index_type, count, dim, nlist, pq_m)
+        index = faiss.index_factory(dim, self.factory, _faiss_metric(metric))
         if hasattr(index, "do_polysemous_training"):
             # The factory turns it on, but it only serves Hamming filtering (unused here) and costs ~15x the training.
             index.do_polysemous_training = False
@@ -188,20 +228,59 @@ class FaissIndex:
             importlib.import_module("faiss.contrib.torch_utils")  # lets faiss take torch tensors
             self._resources = faiss.StandardGpuResources()
             index = faiss.index_cpu_to_gpu(self._resources, torch.cuda.current_device(), index)
-        if not index.is_trained:
-            size = train_size or max(100_000, POINTS_PER_LIST * _ivf(index).nlist)
-            sample = database
-            if size < self.size:
-                rows = np.sort(np.random.default_rng(seed).choice(self.size, size, replace=False))
-                sample = database[torch.from_numpy(rows)]
-            logger.info("Training faiss %s on %d of %d features", desc, len(sample), self.size)
-            index.train(self._prepare(sample))
-        for start in range(0, self.size, 100_000):
-            index.add(self._prepare(database[start:start + 100_000]))
         self.index = index
         self.is_ivf = index_type != "flat"
         if self.is_ivf:
             self.nprobe = nprobe
+
+    def training_rows(self, train_size: int = 0, seed: int = 0) -> Optional[np.ndarray]:
+        """Sorted rows of the seeded training sample of ``train_size`` of the ``count`` features
+        (0: ``max(100000, 39 x nlist)``); None when that is all of them."""
+        size = train_size or max(100_000, POINTS_PER_LIST * _ivf(self.index).nlist)
+        if size >= self.count:
+            return None
+        return np.sort(np.random.default_rng(seed).choice(self.count, size, replace=False))
+
+    def train(self, sample: torch.Tensor) -> None:
+        """Train the coarse quantizer (and PQ codebooks) on ``sample`` (the rows of :meth:`training_rows`)."""
+        logger.info("Training faiss %s on %d of %d features", self.factory, len(sample), self.count)
+        self.index.train(self._prepare(sample))
+
+    def add(self, rows: torch.Tensor, first_id: Optional[int] = None) -> None:
+        """Add ``rows``, numbered from ``first_id`` (IVF types; default: after the rows already added), so one
+        process can fill the part of the collection that starts at ``first_id``."""
+        if first_id is None or first_id == self.size:
+            self.index.add(self._prepare(rows))
+        elif not self.is_ivf:
+            raise ValueError("a flat structure numbers its rows in order: add them in order")
+        else:
+            self.index.add_with_ids(self._prepare(rows), np.arange(first_id, first_id + len(rows), dtype=np.int64))
+
+    def merge(self, part: "faiss.Index") -> None:
+        """Append every inverted list of ``part`` (the same trained IVF structure filled with other rows, e.g.
+        another process's, read memory-mapped) to this one's; ``part`` is left as it is. Row numbers are kept,
+        so parts merged in the order of their rows equal one structure filled in that order."""
+        own, other = _ivf(self.index), _ivf(part)
+        if not self.is_ivf or own.nlist != other.nlist or own.code_size != other.code_size:
+            raise ValueError(f"only the same IVF structure merges: {self.description()} and {type(part).__name__}")
+        lists, theirs = own.invlists, other.invlists
+        for number in range(other.nlist):
+            entries = theirs.list_size(number)
+            if entries:
+                lists.add_entries(number, entries, theirs.get_ids(number), theirs.get_codes(number))
+        own.ntotal += other.ntotal
+
+    @classmethod
+    def read(cls, path: str, metric: str = "cosine", mmap: bool = True) -> "FaissIndex":
+        """A structure written by ``faiss.write_index``; with ``mmap`` the inverted lists of an IVF type stay in
+        the file, memory-mapped read-only (the operating system pages in the lists that queries visit)."""
+        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+        return cls.wrap(faiss.read_index(path, flags), metric)
+
+    @property
+    def size(self) -> int:
+        """Rows in the structure."""
+        return int(self.index.ntotal)
 
     def description(self) -> str:
         """A short description of the structure (its class and sizes), for logs and manifests."""
@@ -218,7 +297,8 @@ class FaissIndex:
         through this class: same score convention and tie order as an index built here."""
         self = cls.__new__(cls)
         self.metric = check_metric(metric)
-        self.size, self.gpu, self.index = int(index.ntotal), False, index
+        self.count, self.gpu, self.index = int(index.ntotal), False, index
+        self.factory = type(index).__name__
         self.is_ivf = not isinstance(index, faiss.IndexFlat)
         return self
 
@@ -279,6 +359,27 @@ def knn(query: torch.Tensor, database: torch.Tensor, k: int, metric: str = "cosi
             logger.warning("TEST.SEARCH.INDEX=%r needs faiss; the torch backend searches exactly", index_type)
         return torch_knn(query, database, k, metric)
     return faiss_knn(query, database, k, metric, index_type, nlist, nprobe, pq_m=pq_m)
+
+
+def recheck(query: torch.Tensor, candidates: torch.Tensor, rows: Callable[[np.ndarray], torch.Tensor], k: int,
+            metric: str = "cosine") -> Tuple[torch.Tensor, torch.Tensor]:
+    """The top ``k`` of each query's ``candidates`` (``Q x R`` items, ``-1``: none) re-scored exactly.
+
+    ``rows(items)`` returns the features of the sorted unique ``items`` (as searched: normalised for cosine),
+    so only the candidates' rows are read (a search index reads them from its stored shards). Ties by item.
+    """
+    ids = candidates.numpy()
+    valid = ids >= 0
+    wanted, position = np.unique(ids[valid], return_inverse=True)
+    table = rows(wanted).float()
+    scores = torch.full(ids.shape, float("-inf"))
+    owner = torch.from_numpy(np.nonzero(valid)[0])
+    picked = table[torch.from_numpy(position.reshape(-1))]
+    if metric == "cosine":
+        scores[torch.from_numpy(valid)] = (picked * query.float()[owner]).sum(1)
+    else:
+        scores[torch.from_numpy(valid)] = -((picked - query.float()[owner]) ** 2).sum(1)
+    return merge_topk([(scores, candidates)], k)
 
 
 def recall_against_exact(approx_idx: torch.Tensor, exact_idx: torch.Tensor) -> float:

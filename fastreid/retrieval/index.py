@@ -29,13 +29,14 @@ from fastreid.data.preprocess import ImageLike
 from fastreid.evaluation import DatasetEvaluator, inference_on_dataset, normalize
 from fastreid.evaluation.pipeline import RetrievalOptions, post_process, prepare_gallery, rank
 from fastreid.evaluation.reid_evaluation import FEAT_DTYPES
-from fastreid.evaluation.search import FaissIndex, faiss
+from fastreid.evaluation.search import FaissIndex, faiss, recheck, resolve_backend
 from fastreid.utils import comm
 from fastreid.utils.file_io import atomic_open
 
 from . import store
 from .extractor import Extractor, check_fingerprint, load_recorded_extractor
 from .items import Items, drop_duplicates
+from .structure import StoredFeatures, build_structure, exact_search, expand_queries
 from .unfinished import resume_unfinished
 
 logger = logging.getLogger(__name__)
@@ -184,6 +185,7 @@ class Index:
         self._by_patent: Optional[Dict[str, List[int]]] = None
         self._prepared: Optional[torch.Tensor] = None
         self._structure: Optional[FaissIndex] = None
+        self._stored: Optional[StoredFeatures] = None
         self.options = RetrievalOptions.from_dict(self.manifest["retrieval"])
         self.extractor = extractor
         if extractor is None and load_extractor:
@@ -246,15 +248,25 @@ class Index:
         return normalize(self.query_features(images))
 
     def _gallery(self) -> torch.Tensor:
-        """The prepared database (after DBA when recorded), read once."""
+        """The prepared database (after DBA when recorded) in memory, read once: only for the steps that need all
+        of it (query expansion in mode ``all``, k-reciprocal re-ranking)."""
         if self._prepared is None:
             self._prepared = self.features()
         return self._prepared
 
+    def stored(self) -> StoredFeatures:
+        """The prepared database as it lies on disk, memory-mapped (``dba.npy`` with DBA, else the shards)."""
+        if self._stored is None:
+            dba = self.manifest["dba"]["enabled"]
+            self._stored = StoredFeatures.of_index(self.root, len(self._shards), True) if dba \
+                else StoredFeatures(self._shards)
+        return self._stored
+
     def structure(self) -> FaissIndex:
-        """The stored faiss structure over the normalised prepared database, read once."""
+        """The stored IVF structure over the normalised prepared database, read once, memory-mapped read-only:
+        its inverted lists stay in the file and the lists that queries visit are paged in."""
         if self._structure is None:
-            self._structure = FaissIndex.wrap(faiss.read_index(os.path.join(self.root, store.FAISS_FILE)), "cosine")
+            self._structure = FaissIndex.read(os.path.join(self.root, store.FAISS_FILE), "cosine", mmap=True)
         return self._structure
 
     def search_options(self, qe: Optional[bool] = None, nprobe: Optional[int] = None) -> RetrievalOptions:
@@ -278,12 +290,27 @@ class Index:
         its whole query set), so the answer depends on the set of queries searched together.
         """
         options = self.search_options(qe, nprobe)
-        query, gallery = post_process(query, self._gallery(), options, gallery_prepared=True)
-        structure = None
-        if options.index != "flat" and not options.changes_gallery:
+        if options.depends_on_query_set:
+            query, gallery = post_process(query, self._gallery(), options, gallery_prepared=True)
+            structure = None
+            if options.index != "flat" and not options.changes_gallery:
+                structure = self.structure()
+            return rank(query, gallery, k, options, structure)
+        # Every other search reads from disk only what it needs: the visited lists of an IVF structure, or
+        # one shard at a time for an exact search; query-only expansion reads its neighbours' rows.
+        if options.expands:
+            query = expand_queries(query, self.stored(), options.qe_k, options.qe_alpha, options.qe_times,
+                                   options.backend)
+        query = normalize(query)
+        if options.index != "flat" and resolve_backend(options.backend, options.index) == "faiss":
             structure = self.structure()
-        scores, idx = rank(query, gallery, k, options, structure)
-        return scores, idx
+            structure.nprobe = options.nprobe
+            scores, idx = structure.search(query, min(k * options.candidates, len(self)))
+            if options.candidates > 1:  # IVF-PQ: the candidates re-scored on the stored features
+                scores, idx = recheck(query, idx, lambda items: normalize(self.stored().rows(items)), k)
+        else:
+            scores, idx = exact_search(query, self.stored(), k, options.backend)
+        return scores.numpy(), idx.numpy()
 
     def search(self, queries: Union[torch.Tensor, Sequence[ImageLike]], k: int = 10, qe: Optional[bool] = None,
                nprobe: Optional[int] = None) -> List[List[SearchHit]]:
@@ -402,8 +429,8 @@ def _run_build(root: str, items: Items, extractor: Extractor, options: BuildOpti
         extract(extractor, paths, items.origins, options.batch_size, options.num_workers,
                 [count for _, _, count in todo], write)
     comm.synchronize()
+    finalize_build(root, options, first_shard + len(plan), extractor.fingerprint, extractor.describe())
     if comm.is_main_process():
-        _finalize(root, extractor, options, first_shard + len(plan))
         os.remove(state_path)
     comm.synchronize()
 
@@ -416,31 +443,42 @@ def _options_dict(options: BuildOptions) -> Dict[str, Any]:
     return d
 
 
-def _finalize(root: str, extractor: Extractor, options: BuildOptions, num_shards: int) -> None:
-    """DBA, the faiss structure and the manifest over shards ``0..num_shards-1`` (rank 0)."""
+def finalize_build(root: str, options: BuildOptions, num_shards: int, fingerprint: Dict[str, Any],
+                   extractor_entry: Dict[str, Any]) -> None:
+    """DBA (rank 0), the faiss structure (every process, :func:`build_structure`) and the manifest (rank 0) over
+    shards ``0..num_shards-1``; every process calls it. A ``flat`` index gets no faiss file: it is searched
+    exactly over the stored features. ``benchmarks/search_latency.py`` calls it on shards written without a model.
+    """
     start = time.perf_counter()
-    shards = [store.open_shard(root, i) for i in range(num_shards)]
-    feats = torch.from_numpy(np.concatenate([np.asarray(s, dtype=np.float32) for s in shards]))
-    o = options.retrieval
-    if o.dba:
-        feats = prepare_gallery(feats, o)
-        store.write_array(os.path.join(root, store.DBA_FILE), feats.numpy())  # float32, as the evaluator uses it
     if faiss is None:
         raise ImportError("the search index needs faiss: pip install faiss-cpu")
-    ann = FaissIndex(normalize(feats), "cosine", o.index, o.nlist, o.nprobe, use_gpu=False, pq_m=o.pq_m,
-                     train_size=options.train_size, seed=options.seed)
-    tmp = os.path.join(root, store.FAISS_FILE + ".tmp")
-    faiss.write_index(ann.index, tmp)
-    os.replace(tmp, os.path.join(root, store.FAISS_FILE))
+    shards = [store.open_shard(root, i) for i in range(num_shards)]
+    o = options.retrieval
+    if o.dba and comm.is_main_process():
+        # DBA averages each drawing with its nearest neighbours among all: every feature in float32 on rank 0.
+        feats = torch.from_numpy(np.concatenate([np.asarray(s, dtype=np.float32) for s in shards]))
+        store.write_array(os.path.join(root, store.DBA_FILE), prepare_gallery(feats, o).numpy())
+        del feats
+    comm.synchronize()
+    stored = StoredFeatures.of_index(root, num_shards, o.dba)
+    ann = None
+    if o.index != "flat":
+        ann = build_structure(root, stored, o.index, o.nlist, o.nprobe, o.pq_m, options.train_size, options.seed)
+    if not comm.is_main_process():
+        return
+    if ann is None and os.path.isfile(os.path.join(root, store.FAISS_FILE)):
+        os.remove(os.path.join(root, store.FAISS_FILE))  # a flat index written before flat indexes had none
     manifest = {
         "format": store.FORMAT_NAME, "format_version": store.FORMAT_VERSION,
         "project_version": fastreid.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "fingerprint": extractor.fingerprint, "extractor": extractor.describe(), "config": store.CONFIG,
-        "count": int(feats.shape[0]), "dim": int(feats.shape[1]), "dtype": options.dtype, "metric": "cosine",
+        "fingerprint": fingerprint, "extractor": extractor_entry, "config": store.CONFIG,
+        "count": stored.count, "dim": stored.dim, "dtype": options.dtype, "metric": "cosine",
         "shards": [{"features": f, "items": it, "count": int(s.shape[0])}
                    for (f, it), s in ((store.shard_files(i), s) for i, s in enumerate(shards))],
-        "faiss": {"file": store.FAISS_FILE, "type": o.index, "factory": ann.description(), "nlist": o.nlist,
+        "faiss": {"file": store.FAISS_FILE if ann else None, "type": o.index,
+                  "factory": ann.description() if ann else "none: exact search over the stored features",
+                  "nlist": o.nlist,
                   "nprobe": o.nprobe, "pq_m": o.pq_m, "train_size": options.train_size, "seed": options.seed},
         "dba": {"enabled": o.dba, "k": o.dba_k, "alpha": o.dba_alpha, "file": store.DBA_FILE if o.dba else None},
         "retrieval": o.to_dict(),
