@@ -3,7 +3,8 @@
 
     python tools/serve.py --index logs/demo/index          # then open http://127.0.0.1:8000/
 
-The index and its model are loaded once at start. Binds to 127.0.0.1 unless --host says otherwise
+The index and its model are loaded once at start; an IVF structure is memory-mapped, not read into
+memory (docs/search.md, "Indexes at scale"). Binds to 127.0.0.1 unless --host says otherwise
 (then the page is reachable from other machines, without authentication: a warning is printed).
 Needs the 'serve' extra: pip install -e '.[serve]'.
 """
@@ -74,7 +75,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         index = Index.open(args.index)
-    except (OSError, ValueError, KeyError) as e:
+        if index.options.index != "flat":
+            index.structure()  # mapped read-only now, so a bad file stops the start, not the first query
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
         print_error(f"--index {args.index}: {message_of(e)}")
         return 2
     app = create_app(index, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
