@@ -136,3 +136,27 @@ def test_auto_structure_by_collection_size():
     assert auto_structure(50_000, 512) == ("flat", 512)
     assert auto_structure(500_000, 512) == ("ivf", 2048)  # 1 GiB of full vectors
     assert auto_structure(2_700_000, 512) == ("ivf-pq", 4096)
+
+
+def test_build_index_auto_records_the_structure_chosen_for_the_collection(tmp_path, capsys, monkeypatch):
+    """tools/build_index.py --index-type auto on 12 drawings, with the exact-search limit lowered to 4 so that the
+    IVF branch is taken: the manifest records ivf and the nlist chosen by size, and the index answers."""
+    import retrieval_helpers as rh
+    from PIL import Image
+    from tool_runs import run_tool_here
+
+    from fastreid.evaluation import search
+
+    rng = np.random.default_rng(0)
+    os.makedirs(tmp_path / "img")
+    for i in range(12):
+        Image.fromarray((rng.random((24, 24)) * 255).astype(np.uint8)).save(tmp_path / "img" / f"d{i:02d}.png")
+    monkeypatch.setattr(search, "AUTO_EXACT_MAX", 4)
+    weights = rh.make_checkpoint(str(tmp_path / "m.pth"), 1)
+    r = run_tool_here(capsys, "tools/build_index.py", "--config-file", rh.CONFIG, *rh.OPTS, "MODEL.WEIGHTS", weights,
+                      "--images", str(tmp_path / "img"), "--output", str(tmp_path / "index"), "--index-type", "auto")
+    assert r.returncode == 0, r.output[-2000:]
+    assert "--index-type auto: ivf (nlist 1) for 12 drawings of 512-d features" in r.output
+    index = Index.open(str(tmp_path / "index"))
+    assert index.options.index == "ivf" and index.options.nlist == auto_nlist(12) == 1
+    assert index.search([str(tmp_path / "img" / "d03.png")], k=1)[0][0].item == 3
