@@ -1,11 +1,13 @@
 """``Index``: a persistent collection of drawing features that answers nearest-patent queries.
 
 Build: list the drawings, extract their features shard by shard (resumable; under torchrun each
-process extracts its own contiguous shards), then on rank 0 prepare the database (DBA), build the
-faiss structure and write the manifest with the retrieval options. Search: embed the queries with
-the index's own model (checked by fingerprint), then the evaluator's pipeline
-(``fastreid.evaluation.pipeline.post_process`` and ``rank``) with the recorded options, so an index
-answers as the evaluator ranks. This class only stores features and wires those functions.
+process extracts its own contiguous shards), then prepare the database (DBA, rank 0), build the IVF
+structure (every process adds its shards, rank 0 merges: :mod:`.structure`) and write the manifest with
+the retrieval options. Search: embed the queries with the index's own model (checked by fingerprint),
+then the evaluator's pipeline (``fastreid.evaluation.pipeline.post_process`` and ``rank``) with the
+recorded options, so an index answers as the evaluator ranks; searches that do not need every feature
+read only what they use from disk (:mod:`.structure`). This class only stores features and wires those
+functions.
 """
 from __future__ import annotations
 

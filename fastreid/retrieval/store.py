@@ -8,7 +8,8 @@
     INDEX_DIR/shards/NNNNN.npy          features of shard N (count x dim, float16 or float32, memory-mappable)
     INDEX_DIR/shards/NNNNN.items.json   {"paths": [...], "patents": [...], "cwd": ...} of shard N, in order
     INDEX_DIR/dba.npy                   float32 features after database-side augmentation (only with DBA)
-    INDEX_DIR/faiss.index               the faiss index (faiss.write_index) over the normalised features
+    INDEX_DIR/faiss.index               the IVF structure (faiss.write_index) over the normalised features
+                                        (none for flat; faiss.part-RRRRR.tmp: a process's part while building)
 
 Every file is written under a temporary name and renamed, so a killed build leaves finished shards
 and nothing half-written; a shard is finished when both of its files exist.
