@@ -1,8 +1,8 @@
 """Two "machines" on this one (gloo, CPU): tools/train_net.py, tools/test.py and tools/build_index.py started as
 two nodes, with torchrun's c10d rendezvous (two ``torchrun --nnodes 2`` agents) and with the original flags
 (``--num-machines 2 --machine-rank R --dist-url``), each compared with one process; and the refusal of output
-folders that are not shared (two nodes in different working folders given a relative folder: as two
-machines' local disks).
+folders that are not shared and of machines that read different data (two nodes in different working folders
+given a relative folder: as two machines' local disks).
 
 Training compares the loss of the second iteration (after one optimizer step: forward and gradients) and the
 final weights with one process over the same global batch. That holds because the sampler splits each
@@ -11,7 +11,8 @@ the gradients), and the triplet loss mines over the all-gathered batch with its 
 (fastreid/modeling/losses/distributed.py). It does not hold with batch norm in training mode: each process
 normalises with the statistics of its own half batch (SyncBN needs CUDA), so the model is a different
 function of the batch. The tiny model here therefore uses frozen BN (MODEL.*.NORM FrozenBN); with BN, the
-two-node run equals two processes on one machine, not one process (docs/training.md, "Several processes").
+two-node run equals two processes on one machine, not one process (measured bitwise, not repeated here for
+time: docs/training.md, "Several processes").
 """
 import json
 import os
@@ -56,7 +57,7 @@ def two_nodes(kind: str, tool: str, argv: Sequence[str], log_dir, cwds: Tuple[st
         else:
             cmd = [sys.executable, script, "--num-gpus", "1", "--num-machines", "2", "--machine-rank", str(node),
                    "--dist-url", f"tcp://127.0.0.1:{port}", *argv]
-        log = open(os.path.join(str(log_dir), f"{kind}_{tool}_node{node}.log"), "w+", encoding="utf-8")
+        log = open(os.path.join(str(log_dir), f"{kind}_{tool}_{port}_node{node}.log"), "w+", encoding="utf-8")
         logs.append(log)
         procs.append(subprocess.Popen(cmd, cwd=cwds[node], env=ENV, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True))
