@@ -32,17 +32,12 @@ def weighted_neighbour_mean(pool: torch.Tensor, nbr_idx: torch.Tensor, nbr_sims:
         ``M x D`` float32 tensor.
     """
     pool = pool.float()
+    weights = nbr_sims.float().pow(alpha)
     out = torch.empty(nbr_idx.shape[0], pool.shape[1], dtype=torch.float32)
     for s in range(0, nbr_idx.shape[0], _GATHER_ROWS):
-        out[s:s + _GATHER_ROWS] = mean_of_weighted(pool[nbr_idx[s:s + _GATHER_ROWS]], nbr_sims[s:s + _GATHER_ROWS],
-                                                   alpha)
+        gathered = pool[nbr_idx[s:s + _GATHER_ROWS]]
+        out[s:s + _GATHER_ROWS] = (gathered * weights[s:s + _GATHER_ROWS, :, None]).mean(1)
     return out
-
-
-def mean_of_weighted(gathered: torch.Tensor, nbr_sims: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``mean_t gathered[:, t] * nbr_sims[:, t] ** alpha`` (``M x k x D`` neighbour features -> ``M x D``): the
-    one formula of every expansion, wherever its neighbours' features were gathered from."""
-    return (gathered.float() * nbr_sims.float().pow(alpha)[:, :, None]).mean(1)
 
 
 def aqe(query_feat: torch.Tensor, gallery_feat: torch.Tensor, qe_times: int = 1, qe_k: int = 10,

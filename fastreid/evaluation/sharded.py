@@ -21,7 +21,6 @@ them for those (docs/scaling.md).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -32,13 +31,11 @@ from ..utils import comm
 from ..utils.compute_dist import pairwise_scores
 from .metrics import _group_positions, items_above
 from .pipeline import RetrievalOptions, rank
-from .query_expansion import mean_of_weighted
 from .search import (DEFAULT_CHUNK_BYTES, default_device, merge_topk, normalize, rows_per_chunk, topk_stable,
                      torch_knn)
 
-# Bytes of gathered neighbour features (rows x k x dim float32) formed at a time; more rows take more
-# rounds of visiting parts.
-GATHER_BYTES = 2 ** 30
+# Neighbour rows weighted and added at a time (bounds the temporary copy).
+_ADD_ROWS = 65536
 
 
 @dataclass
@@ -110,25 +107,26 @@ def knn(rows: torch.Tensor, local: torch.Tensor, shards: GalleryShards, k: int,
 def weighted_means(idx: torch.Tensor, sims: torch.Tensor, alpha: float, local: torch.Tensor,
                    shards: GalleryShards, fixed: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Row ``i``: ``mean_t pool[idx[i, t]] * sims[i, t] ** alpha`` over ``pool = [fixed; gallery]`` (indices as
-    :func:`knn` gives them), with the gallery's rows picked from the visiting parts, ``GATHER_BYTES`` at a time."""
+    :func:`knn` gives them), the weighted gallery rows added up while their parts visit (one pass, no
+    ``rows x k x dim`` gather; the sum runs in visiting order, so it can differ from one process's in the
+    last bit)."""
     num_fixed = 0 if fixed is None else fixed.shape[0]
-    rows, k = idx.shape
-    step = max(1, GATHER_BYTES // max(1, k * shards.dim * 4))
-    rounds = max(comm.all_gather(math.ceil(rows / step)))  # every rank visits as often as the busiest
-    out = torch.empty(rows, shards.dim, dtype=torch.float32)
-    for r in range(rounds):
-        chunk = idx[r * step:(r + 1) * step]
-        gathered = torch.zeros(chunk.shape[0], k, shards.dim, dtype=torch.float32)
-        if num_fixed:
-            mask = chunk < num_fixed
-            gathered[mask] = fixed.float()[chunk[mask]]
-        for offset, part in visit(local, shards):
-            lo = num_fixed + offset
-            mask = (chunk >= lo) & (chunk < lo + part.shape[0])
-            gathered[mask] = part[chunk[mask] - lo]
-        if chunk.shape[0]:
-            out[r * step:(r + 1) * step] = mean_of_weighted(gathered, sims[r * step:(r + 1) * step], alpha)
-    return out
+    weights = sims.float().pow(alpha)
+    out = torch.zeros(idx.shape[0], shards.dim, dtype=torch.float32)
+
+    def add(pool: torch.Tensor, lo: int) -> None:
+        inside = (idx >= lo) & (idx < lo + pool.shape[0])
+        for t in range(idx.shape[1]):
+            rows = torch.nonzero(inside[:, t]).flatten()
+            for s in range(0, len(rows), _ADD_ROWS):
+                r = rows[s:s + _ADD_ROWS]
+                out.index_add_(0, r, pool[idx[r, t] - lo] * weights[r, t, None])
+
+    if num_fixed:
+        add(fixed.float(), 0)
+    for offset, part in visit(local, shards):
+        add(part, num_fixed + offset)
+    return out / max(1, idx.shape[1])
 
 
 def post_process(query: torch.Tensor, local: torch.Tensor, shards: GalleryShards,
