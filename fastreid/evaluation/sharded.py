@@ -12,9 +12,9 @@ own part plus at most one visiting part at a time:
   (:func:`fastreid.evaluation.metrics.items_above`): the positives' scores are summed across ranks (one
   rank owns each), then the per-part counts; mAP, CMC and mINP are those of one process.
 - **DBA and query expansion** (both modes): a row's neighbours come from an exact k-NN in which the parts
-  visit every rank in turn by broadcast (``visit``), merged part by part; the neighbours' features are
-  picked from the visiting parts in the same way, and :func:`~fastreid.evaluation.query_expansion.mean_of_weighted`
-  forms the same weighted means as one process does.
+  visit every rank in turn by broadcast (``visit``), merged part by part; the neighbours' weighted
+  features are added up while the parts visit a second time (one process's weighted means, summed in
+  another order).
 
 Re-ranking and ``TEST.AQE.AUTO``'s choosing need every feature in one place: the evaluator gathers
 them for those (docs/scaling.md).
