@@ -189,6 +189,8 @@ def main() -> None:
     p.add_argument("--workdir", default=tempfile.gettempdir(), help="where the index folders are written")
     p.add_argument("--no-isolate", dest="isolate", action="store_false",
                    help="build and serve in this process (no peak RAM column)")
+    p.add_argument("--types", nargs="+", choices=("flat", "ivf", "ivf-pq"), default=["flat", "ivf", "ivf-pq"],
+                   help="index folders to measure (recall is against exact search either way)")
     p.add_argument("--in-memory", action="store_true",
                    help="the structures in RAM next to numpy/torch brute force instead of index folders")
     p.add_argument("--repeats-single", type=int, default=30, help="timed single queries")

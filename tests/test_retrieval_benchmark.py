@@ -30,6 +30,7 @@ def test_search_latency_benchmark_small(tmp_path):
         assert len(r) == 8 and all(v >= 0 for v in r[1:]) and r[3] <= r[4] and r[5] <= r[6]
     # The index folders (shards written, built by the index's build code, opened memory-mapped), in this process.
     args.workdir, args.dtype, args.shard_size, args.isolate = str(tmp_path), "float16", 500, False
+    args.types = ["flat", "ivf", "ivf-pq"]
     folder_rows = bench.index_scale.index_table(args)
     assert [r[0].split(":")[0] for r in folder_rows] == ["flat", "ivf", "ivf", "ivf-pq", "ivf-pq"]
     assert folder_rows[0][-1] == 1.0 and folder_rows[2][-1] == 1.0  # exact, and IVF probing every list
@@ -37,5 +38,7 @@ def test_search_latency_benchmark_small(tmp_path):
     for r in folder_rows:
         assert len(r) == 11 and r[2] is None and r[5] is None and r[6] <= r[7] and r[8] <= r[9]
     assert os.listdir(tmp_path) == []  # the work folder is removed
+    args.types = ["ivf"]  # without the flat folder the exact reference is the same search
+    assert [r[-1] for r in bench.index_scale.index_table(args)] == [r[-1] for r in folder_rows[1:3]]
     model_rows = bench.model_table(args)
     assert len(model_rows) == 2 and all(r[1] > 0 and 0 < r[2] <= r[3] for r in model_rows)
