@@ -73,16 +73,18 @@ def write_collection(folder: str, size: int, dim: int, dtype: str, shard_size: i
             store.write_shard(folder, first // shard_size, rows, paths, patents)
 
 
-def peak_rss_gb() -> float:
-    """Peak resident memory of this process so far (GiB; ``VmHWM``, which counts the mapped file pages it touched).
-
-    Not ``getrusage``: a spawned process would report its parent's peak, which survives ``exec``.
-    """
+def _status_gb(field: str) -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return float(line.split()[1]) * 1024 / GB
-    raise KeyError("VmHWM")
+    raise KeyError(field)
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far (GiB; ``VmHWM``, which counts the mapped file pages it touched:
+    page cache the kernel can drop). Not ``getrusage``: a spawned process would report its parent's peak."""
+    return _status_gb("VmHWM")
 
 
 def build_step(shards: str, root: str, options: BuildOptions) -> Dict[str, float]:
@@ -132,7 +134,8 @@ def serve_step(root: str, queries: np.ndarray, nprobes: Sequence[int], reps: Dic
             cells += [float(np.percentile(ms, 50)), float(np.percentile(ms, 99))]
         recall = 1.0 if exact is None else recall_against_exact(torch.from_numpy(top), torch.from_numpy(exact))
         rows.append({"nprobe": nprobe, "cells": cells, "recall": recall, "top": top.tolist()})
-    return {"open_s": open_s, "serve_gb": peak_rss_gb(), "rows": rows}
+    # RssAnon: the process's own memory (not file pages) at the end, which the kernel cannot drop.
+    return {"open_s": open_s, "serve_gb": peak_rss_gb(), "anon_gb": _status_gb("RssAnon"), "rows": rows}
 
 
 def _run(isolate: bool, fn: Callable[..., Dict[str, Any]], *args: Any) -> Dict[str, Any]:
@@ -178,7 +181,7 @@ def index_table(args: Any) -> List[List[Any]]:
                 label = manifest["faiss"]["factory"] if kind == "flat" else \
                     f"{manifest['faiss']['factory']}, nprobe {row['nprobe']}"
                 table.append([f"{kind}: {label}", built["build_s"], built["build_gb"], built["file_gb"],
-                              served["open_s"], served["serve_gb"], *row["cells"], row["recall"]])
+                              served["open_s"], served["serve_gb"], served["anon_gb"], *row["cells"], row["recall"]])
                 print(table[-1], flush=True)
             shutil.rmtree(root)
         return table

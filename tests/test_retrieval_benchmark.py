@@ -36,7 +36,7 @@ def test_search_latency_benchmark_small(tmp_path):
     assert folder_rows[0][-1] == 1.0 and folder_rows[2][-1] == 1.0  # exact, and IVF probing every list
     assert folder_rows[0][3] == 0 < folder_rows[4][3] < folder_rows[2][3]  # no flat file; PQ codes < full vectors
     for r in folder_rows:
-        assert len(r) == 11 and r[2] is None and r[5] is None and r[6] <= r[7] and r[8] <= r[9]
+        assert len(r) == 12 and r[2] is None and r[5] is None and r[6] is None and r[7] <= r[8] and r[9] <= r[10]
     assert os.listdir(tmp_path) == []  # the work folder is removed
     args.types = ["ivf"]  # without the flat folder the exact reference is the same search
     assert [r[-1] for r in bench.index_scale.index_table(args)] == [r[-1] for r in folder_rows[1:3]]
