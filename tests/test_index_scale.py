@@ -133,9 +133,9 @@ def test_expansion_of_all_still_reads_the_whole_database(tmp_path):
 
 def test_auto_structure_by_collection_size():
     assert auto_nlist(20_000) == 512 and auto_nlist(2_700_000) == 4096 and auto_nlist(100) == 2
-    assert auto_structure(50_000, 512) == ("flat", 512)
-    assert auto_structure(500_000, 512) == ("ivf", 2048)  # 1 GiB of full vectors
-    assert auto_structure(2_700_000, 512) == ("ivf-pq", 4096)
+    assert auto_structure(50_000, 512) == ("flat", 512, 32)
+    assert auto_structure(500_000, 512) == ("ivf", 2048, 128)  # 1 GiB of full vectors
+    assert auto_structure(2_700_000, 512) == ("ivf-pq", 4096, 256)
 
 
 def test_build_index_auto_records_the_structure_chosen_for_the_collection(tmp_path, capsys, monkeypatch):
@@ -156,7 +156,7 @@ def test_build_index_auto_records_the_structure_chosen_for_the_collection(tmp_pa
     r = run_tool_here(capsys, "tools/build_index.py", "--config-file", rh.CONFIG, *rh.OPTS, "MODEL.WEIGHTS", weights,
                       "--images", str(tmp_path / "img"), "--output", str(tmp_path / "index"), "--index-type", "auto")
     assert r.returncode == 0, r.output[-2000:]
-    assert "--index-type auto: ivf (nlist 1) for 12 drawings of 512-d features" in r.output
+    assert "--index-type auto: ivf (nlist 1, nprobe 1) for 12 drawings of 512-d features" in r.output
     index = Index.open(str(tmp_path / "index"))
-    assert index.options.index == "ivf" and index.options.nlist == auto_nlist(12) == 1
+    assert index.options.index == "ivf" and index.options.nlist == auto_nlist(12) == 1 == index.options.nprobe
     assert index.search([str(tmp_path / "img" / "d03.png")], k=1)[0][0].item == 3

@@ -113,10 +113,10 @@ def main(args: argparse.Namespace) -> None:
         changes["index"] = None
     if args.index_type == "auto" and len(items):
         dim = int(extractor([items.paths[0]]).shape[1])  # the model's feature size, from its first drawing
-        changes["index"], nlist = auto_structure(len(items), dim)
-        changes["nlist"] = args.nlist or nlist
-        logger.info("--index-type auto: %s (nlist %d) for %d drawings of %d-d features", changes["index"],
-                    changes["nlist"], len(items), dim)
+        changes["index"], nlist, nprobe = auto_structure(len(items), dim)
+        changes["nlist"], changes["nprobe"] = args.nlist or nlist, args.nprobe or nprobe
+        logger.info("--index-type auto: %s (nlist %d, nprobe %d) for %d drawings of %d-d features", changes["index"],
+                    changes["nlist"], changes["nprobe"], len(items), dim)
     if args.qe:
         changes.update(qe_k=int(args.qe[0]), qe_alpha=args.qe[1])
     options.retrieval = options.retrieval.replace(**{k: v for k, v in changes.items() if v is not None})
