@@ -72,6 +72,7 @@ def test_two_processes_add_their_shards_and_rank0_merges_the_same_structure(tmp_
     feats = _features()
     os.makedirs(tmp_path / store.SHARD_DIR)
     _write_shards(tmp_path, feats, "float16")
+    (tmp_path / "faiss.part-00002.tmp").write_bytes(b"a part left by an interrupted build with 3 processes")
     mp.spawn(_rank_builds_its_part, args=(str(tmp_path), 2), nprocs=2, join=True)
     assert set(os.listdir(tmp_path)) - {"rdzv"} == {store.SHARD_DIR, store.FAISS_FILE}  # no part file left
     written = open(tmp_path / store.FAISS_FILE, "rb").read()

@@ -129,6 +129,9 @@ def build_structure(root: str, stored: StoredFeatures, index_type: str, nlist: i
     ann = FaissIndex.empty(stored.count, stored.dim, "cosine", index_type, nlist, nprobe, use_gpu=False, pq_m=pq_m)
     trained = os.path.join(root, TRAINED_FILE)
     if rank == 0:
+        for name in os.listdir(root):  # parts of an interrupted build (maybe with more processes) go first
+            if name == TRAINED_FILE or (name.startswith(PART_FILE.split("{")[0]) and name.endswith(".tmp")):
+                os.remove(os.path.join(root, name))
         rows = ann.training_rows(train_size, seed)
         ann.train(normalize(stored.rows(np.arange(stored.count) if rows is None else rows)))
         if world > 1:
