@@ -215,8 +215,8 @@ def main() -> None:
     if not args.skip_features and args.in_memory:
         print(tabulate(feature_table(args), headers=heads, tablefmt="pipe", floatfmt=".3g"))
     elif not args.skip_features:
-        heads = ["index folder", "build s", "build peak GiB", "faiss file GiB", "open s", "serving peak GiB",
-                 "serving anon GiB", *heads[3:]]
+        heads = ["index folder", "build s", "build peak GiB", "build anon GiB", "faiss file GiB", "open s",
+                 "serving peak GiB", "serving anon GiB", *heads[3:]]
         print(f"(index folders of {args.size:,} x {args.dim} {args.dtype} features in {args.workdir})")
         print(tabulate(index_scale.index_table(args), headers=heads, tablefmt="pipe", floatfmt=".3g"))
     if not args.skip_model:
