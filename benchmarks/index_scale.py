@@ -23,7 +23,7 @@ from fastreid.evaluation.pipeline import RetrievalOptions
 from fastreid.evaluation.search import normalize, recall_against_exact
 from fastreid.retrieval import BuildOptions, Index
 from fastreid.retrieval import store
-from fastreid.retrieval.index import finalize_build
+from fastreid.retrieval.build import finalize_build
 from fastreid.retrieval.structure import StoredFeatures, exact_search
 
 FAMILY, VIEWS, CHUNK = 40, 4, 100_000

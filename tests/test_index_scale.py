@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from fastreid.evaluation.pipeline import RetrievalOptions, post_process, rank
 from fastreid.evaluation.search import FaissIndex, auto_nlist, auto_structure, normalize
 from fastreid.retrieval import BuildOptions, Index, store
-from fastreid.retrieval.index import finalize_build
+from fastreid.retrieval.build import finalize_build
 from fastreid.retrieval.structure import StoredFeatures, build_structure
 
 DIM, COUNT, SHARD = 32, 1200, 100

@@ -7,7 +7,8 @@ from fastreid.evaluation.pipeline import RetrievalOptions
 from fastreid.evaluation.search import INDEX_TYPES
 from .extractor import (Extractor, FingerprintMismatch, OnnxExtractor, TorchExtractor, build_extractor,
                         model_fingerprint)
-from .index import BuildOptions, Index, SearchHit, extract
+from .build import BuildOptions, extract
+from .index import Index, SearchHit
 from .items import DuplicateError, Items, collect_images, dataset_items, patent_id
 
 __all__ = ["INDEX_TYPES", "BuildOptions", "RetrievalOptions", "DuplicateError", "Extractor", "FingerprintMismatch",
