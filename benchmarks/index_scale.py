@@ -74,7 +74,8 @@ def write_collection(folder: str, size: int, dim: int, dtype: str, shard_size: i
             store.write_shard(folder, first // shard_size, rows, paths, patents)
 
 
-def _status_gb(field: str) -> float:
+def status_gb(field: str) -> float:
+    """A memory field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``, ``RssAnon``, ...) in GiB."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -85,7 +86,7 @@ def _status_gb(field: str) -> float:
 def peak_rss_gb() -> float:
     """Peak resident memory of this process so far (GiB; ``VmHWM``, which counts the mapped file pages it touched:
     page cache the kernel can drop). Not ``getrusage``: a spawned process would report its parent's peak."""
-    return _status_gb("VmHWM")
+    return status_gb("VmHWM")
 
 
 def build_step(shards: str, root: str, options: BuildOptions) -> Dict[str, float]:
@@ -95,12 +96,12 @@ def build_step(shards: str, root: str, options: BuildOptions) -> Dict[str, float
     with open(os.path.join(root, store.CONFIG), "w") as f:
         f.write("# synthetic features: no model\n")
     num = len([f for f in os.listdir(shards) if f.endswith(".npy")])
-    anon = [_status_gb("RssAnon")]
+    anon = [status_gb("RssAnon")]
     done = threading.Event()
 
     def sample() -> None:  # the kernel keeps no high-water mark of anonymous memory alone
         while not done.wait(0.2):
-            anon.append(_status_gb("RssAnon"))
+            anon.append(status_gb("RssAnon"))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -114,9 +115,11 @@ def build_step(shards: str, root: str, options: BuildOptions) -> Dict[str, float
             "file_gb": os.path.getsize(path) / GB if os.path.isfile(path) else 0.0}
 
 
-def latencies(fn: Callable[[torch.Tensor], Any], queries: torch.Tensor, batch: int, repeats: int) -> List[float]:
-    """Milliseconds of ``fn`` on ``repeats`` successive batches of ``batch`` queries (one untimed call first)."""
-    fn(queries[:batch])
+def latencies(fn: Callable[[Any], Any], queries: Any, batch: int, repeats: int, warm: bool = True) -> List[float]:
+    """Milliseconds of ``fn`` on ``repeats`` successive batches of ``batch`` queries (an array or tensor), after one
+    untimed call when ``warm``."""
+    if warm:
+        fn(queries[:batch])
     out = []
     for r in range(repeats):
         q = queries[(r * batch) % len(queries):][:batch]
@@ -147,7 +150,7 @@ def serve_step(root: str, queries: np.ndarray, nprobes: Sequence[int], reps: Dic
         recall = 1.0 if exact is None else recall_against_exact(torch.from_numpy(top), torch.from_numpy(exact))
         rows.append({"nprobe": nprobe, "cells": cells, "recall": recall, "top": top.tolist()})
     # RssAnon: the process's own memory (not file pages) at the end, which the kernel cannot drop.
-    return {"open_s": open_s, "serve_gb": peak_rss_gb(), "anon_gb": _status_gb("RssAnon"), "rows": rows}
+    return {"open_s": open_s, "serve_gb": peak_rss_gb(), "anon_gb": status_gb("RssAnon"), "rows": rows}
 
 
 def _run(isolate: bool, fn: Callable[..., Dict[str, Any]], *args: Any) -> Dict[str, Any]:

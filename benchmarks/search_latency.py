@@ -42,15 +42,6 @@ GB = 2 ** 30
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def rss() -> float:
-    """Resident memory of this process in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return float(line.split()[1]) * 1024
-    raise KeyError("VmRSS")
-
-
 def make_features(size: int, dim: int, seed: int = 0) -> np.ndarray:
     """``size x dim`` normalised float32 rows in groups of ~4 around shared centres (patents and their views)."""
     rng = np.random.default_rng(seed)
@@ -62,20 +53,6 @@ def make_features(size: int, dim: int, seed: int = 0) -> np.ndarray:
                                                                                              dtype=np.float32)
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
     return feats
-
-
-def latencies(fn: Callable[[np.ndarray], Any], queries: np.ndarray, batch: int, repeats: int) -> List[float]:
-    """Milliseconds of ``fn`` on ``repeats`` successive batches of ``batch`` queries (single queries after a
-    warm-up call; a batch of 100 is long enough to need none)."""
-    if batch == 1:
-        fn(queries[:1])
-    out = []
-    for r in range(repeats):
-        q = queries[(r * batch) % len(queries):][:batch]
-        start = time.perf_counter()
-        fn(q)
-        out.append(1000 * (time.perf_counter() - start))
-    return out
 
 
 def numpy_brute(db: np.ndarray, k: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -95,7 +72,7 @@ def torch_brute(db: np.ndarray, k: int) -> Callable[[np.ndarray], np.ndarray]:
 def _lat_cells(fn: Callable[[np.ndarray], Any], queries: np.ndarray, reps: Dict[int, int]) -> List[float]:
     cells = []
     for batch, repeats in reps.items():
-        ms = latencies(fn, queries, batch, repeats)
+        ms = index_scale.latencies(fn, queries, batch, repeats, warm=batch == 1)  # 100 queries need no warm-up
         cells += [float(np.percentile(ms, 50)), float(np.percentile(ms, 99))]
     return cells
 
@@ -129,7 +106,7 @@ def feature_table(args: argparse.Namespace) -> List[List[Any]]:
             rows.append([label, build_s, size, *_lat_cells(fn, queries, reps), recall])
         del ann
     print(f"(features: {args.size:,} x {args.dim}, {data_gb:.2f} GiB float32; process RSS at the end "
-          f"{rss() / GB:.2f} GiB)")
+          f"{index_scale.status_gb('VmRSS'):.2f} GiB)")
     return rows
 
 

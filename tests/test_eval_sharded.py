@@ -10,10 +10,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from PIL import Image
 
-from fastreid.config import get_cfg
 from fastreid.evaluation import ReidEvaluator, positive_ranks
 from fastreid.evaluation.metrics import items_above
 from fastreid.evaluation.search import merge_topk
+
+from test_eval_evaluator import _cfg as evaluator_cfg
 
 NQ, NG, DIM = 12, 40, 8
 WORLD = 3
@@ -76,16 +77,7 @@ def _data():
 
 
 def _cfg(out, case):
-    cfg = get_cfg()
-    cfg.OUTPUT_DIR = out
-    cfg.TEST.SEARCH.BACKEND = "torch"
-    for key, value in CASES[case].items():
-        node, name = cfg.TEST, key
-        while "__" in name:
-            head, name = name.split("__", 1)
-            node = getattr(node, head)
-        setattr(node, name, value)
-    return cfg
+    return evaluator_cfg(out, **CASES[case])
 
 
 def _evaluate(cfg, labeled, paths, start=0, stop=NQ + NG, cameras=False):
