@@ -150,38 +150,53 @@ def rank_positives_chunked(query: torch.Tensor, gallery: torch.Tensor, q_pids: S
                           rows_per_chunk(gallery.shape[0], 24, chunk_bytes))
 
 
+class PositiveLists:
+    """Each query's positives (gallery items of its id) and, with camera ids, its junk (items of its id and
+    camera, which leave the ranking), chunk by chunk, from the ids alone."""
+
+    def __init__(self, q_pids: Sequence, g_pids: Sequence, q_camids: Optional[Sequence] = None,
+                 g_camids: Optional[Sequence] = None) -> None:
+        self.g_pids = np.asarray(g_pids)
+        self.filt = q_camids is not None and g_camids is not None
+        self.qc = np.asarray(q_camids) if self.filt else None
+        self.gc = np.asarray(g_camids) if self.filt else None
+        self.order, self.starts, ends = _group_positions(np.asarray(q_pids), self.g_pids)
+        self.num_same = ends - self.starts
+        self.pmax = int(self.num_same.max()) if len(self.num_same) else 0
+
+    def chunk(self, s: int, e: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(positives, junk) of queries ``s..e-1``: ``c x pmax`` gallery indices padded with ``-1`` (junk is None
+        without camera ids)."""
+        offs = np.arange(self.pmax)
+        slot = self.starts[s:e, None] + offs[None, :]
+        last = max(len(self.g_pids) - 1, 0)
+        same = np.where(offs[None, :] < self.num_same[s:e, None], self.order[np.minimum(slot, last)], -1)
+        if not self.filt:
+            return same, None
+        is_junk = (same >= 0) & (self.gc[np.maximum(same, 0)] == self.qc[s:e, None])
+        return np.where(is_junk, -1, same), np.where(is_junk, same, -1)
+
+
 def rank_positives(score_rows: Callable[[int, int], torch.Tensor], num_query: int, q_pids: Sequence,
                    g_pids: Sequence, q_camids: Optional[Sequence] = None, g_camids: Optional[Sequence] = None,
                    topk: int = 0, step: int = 1024) -> Dict[str, np.ndarray]:
     """Core of :func:`rank_positives_chunked`: ``score_rows(s, e)`` gives the scores of queries s..e-1."""
-    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
-    filt = q_camids is not None and g_camids is not None
-    qc = np.asarray(q_camids) if filt else None
-    gc = np.asarray(g_camids) if filt else None
-    order, starts, ends = _group_positions(q_pids, g_pids)
-    num_same = ends - starts
-    pmax = int(num_same.max()) if len(num_same) else 0
-    nq, ng = num_query, len(g_pids)
-    out_ranks = np.zeros((nq, pmax), dtype=np.int64)
+    lists = PositiveLists(q_pids, g_pids, q_camids, g_camids)
+    nq, ng = num_query, len(lists.g_pids)
+    out_ranks = np.zeros((nq, lists.pmax), dtype=np.int64)
     out_num = np.zeros(nq, dtype=np.int64)
     k = min(topk, ng)
     top_i = np.zeros((nq, k), dtype=np.int64)
     top_s = np.zeros((nq, k), dtype=np.float32)
-    offs = np.arange(pmax)
     for s in range(0, nq, step):
         e = min(nq, s + step)
         scores = score_rows(s, e).float()
-        cnt = num_same[s:e]
-        slot = starts[s:e, None] + offs[None, :]
-        same = np.where(offs[None, :] < cnt[:, None], order[np.minimum(slot, max(ng - 1, 0))], -1)
-        pos = same
-        if filt:
-            junk = (same >= 0) & (gc[np.maximum(same, 0)] == qc[s:e, None])
-            rows, cols = np.nonzero(junk)
+        pos, junk = lists.chunk(s, e)
+        if junk is not None:
+            rows, cols = np.nonzero(junk >= 0)
             scores = scores.clone()  # score_rows may return a view of the caller's matrix
             scores[torch.from_numpy(rows).to(scores.device),
-                   torch.from_numpy(same[rows, cols]).to(scores.device)] = float("-inf")
-            pos = np.where(junk, -1, same)
+                   torch.from_numpy(junk[rows, cols]).to(scores.device)] = float("-inf")
         out_ranks[s:e] = positive_ranks(scores, torch.from_numpy(pos).to(scores.device)).cpu().numpy()
         out_num[s:e] = (pos >= 0).sum(1)
         if k:

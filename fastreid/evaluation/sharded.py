@@ -29,7 +29,7 @@ import torch
 
 from ..utils import comm
 from ..utils.compute_dist import pairwise_scores
-from .metrics import _group_positions, items_above
+from .metrics import PositiveLists, items_above
 from .pipeline import RetrievalOptions, rank
 from .search import (DEFAULT_CHUNK_BYTES, default_device, merge_topk, normalize, rows_per_chunk, topk_stable,
                      torch_knn)
@@ -184,12 +184,8 @@ def positive_ranks(query: torch.Tensor, local: torch.Tensor, shards: GalleryShar
     items of the query's id and camera leave the ranking, as in one process. ``topk`` > 0 adds the merged
     ``topk_idx`` / ``topk_scores``.
     """
-    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
-    filt = q_cam is not None and g_cam is not None
-    order, starts, ends = _group_positions(q_pids, g_pids)
-    num_same = ends - starts
-    pmax = int(num_same.max()) if len(num_same) else 0
-    nq, ng = len(q_pids), len(g_pids)
+    lists = PositiveLists(q_pids, g_pids, q_cam, g_cam)
+    nq, ng, pmax = len(q_pids), len(g_pids), lists.pmax
     lo, hi = shards.offset, shards.offset + shards.local
     dev = torch.device(default_device())  # scores on the GPU when there is one; exchanges on the CPU
     columns, gallery = torch.arange(lo, hi, device=dev), local.to(dev, torch.float32)
@@ -198,18 +194,13 @@ def positive_ranks(query: torch.Tensor, local: torch.Tensor, shards: GalleryShar
     num_pos = np.zeros(nq, np.int64)
     k = min(topk, ng)
     top_s, top_i = np.zeros((nq, k), np.float32), np.zeros((nq, k), np.int64)
-    offs = np.arange(pmax)
     for s in range(0, nq, step):
         e = min(nq, s + step)
         scores = pairwise_scores(query[s:e].to(dev), gallery, metric)
-        slot = starts[s:e, None] + offs[None, :]
-        pos = np.where(offs[None, :] < num_same[s:e, None], order[np.minimum(slot, max(ng - 1, 0))], -1)
-        if filt:
-            junk = (pos >= 0) & (np.asarray(g_cam)[np.maximum(pos, 0)] == np.asarray(q_cam)[s:e, None])
-            here = junk & (pos >= lo) & (pos < hi)
-            junk_rows, junk_cols = torch.from_numpy(np.nonzero(here)[0]), torch.from_numpy(pos[here] - lo)
-            scores[junk_rows.to(dev), junk_cols.to(dev)] = float("-inf")
-            pos = np.where(junk, -1, pos)
+        pos, junk = lists.chunk(s, e)
+        if junk is not None:  # this part's junk leaves the ranking
+            rows, cols = np.nonzero((junk >= lo) & (junk < hi))
+            scores[torch.from_numpy(rows).to(dev), torch.from_numpy(junk[rows, cols] - lo).to(dev)] = float("-inf")
         mine = (pos >= lo) & (pos < hi)
         rows, cols = np.nonzero(mine)
         pos_scores = torch.zeros(e - s, pmax)
