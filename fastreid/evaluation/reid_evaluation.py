@@ -277,12 +277,11 @@ class ReidEvaluator(DatasetEvaluator):
             recall = None
             if self.options.index != "flat":
                 sample = _recall_sample(nq)
-                approx = sharded.merged_top(query[sample], local, shards, t.TOPK, self.options)
                 exact = sharded.merged_top(query[sample], local, shards, t.TOPK,
                                            self.options.replace(index="flat", backend="torch"))
-                if exact is not None:
-                    recall = (exact[1].shape[1], len(sample),
-                              recall_against_exact(torch.from_numpy(approx[1]), torch.from_numpy(exact[1])))
+                if exact is not None:  # rank 0: the sampled queries' approximate lists are rows of ``top``
+                    approx = torch.from_numpy(top[1][sample.numpy()])
+                    recall = (exact[1].shape[1], len(sample), recall_against_exact(approx, torch.from_numpy(exact[1])))
             self.gallery_rows_held = shards.peak_rows
             return {} if top is None else self._finish_submission(*top, recall, *paths)
         filt = len(np.unique(np.concatenate([q_cam, g_cam]))) > 1
